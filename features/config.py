@@ -1,0 +1,28 @@
+"""Modelling configuration for the point-in-time feature build (versioned YAML section)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class FeatureConfig(BaseModel):
+    """How snapshots, features and labels are built.
+
+    Lives under ``features:`` in the modelling config YAML.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90], min_length=1)
+    trend_window_days: int = Field(default=30, gt=0, description="recent window vs the window before it")
+    horizon_days: int = Field(default=90, gt=0, description="converted = conversion within (as_of, as_of + horizon]")
+    snapshot_every_days: int = Field(default=7, gt=0)
+
+    @field_validator("windows_days")
+    @classmethod
+    def _positive_sorted(cls, values: list[int]) -> list[int]:
+        if any(v <= 0 for v in values):
+            raise ValueError(f"windows must be positive day counts, got {values}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"duplicate windows: {values}")
+        return sorted(values)

@@ -1,0 +1,43 @@
+"""Validated prospect history: the three contract tables in canonical dtypes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from features.contract import Contract
+
+
+@dataclass(frozen=True)
+class ProspectHistory:
+    """The three tables of a data directory after validation.
+
+    Canonical dtypes (what every consumer may rely on):
+
+    - ``leads``: ``lead_id`` (str, unique), ``created_at`` (datetime64, UTC), then each declared
+      attribute: categorical as str (missing = NA), numeric as float64 (missing = NaN).
+    - ``activities``: ``lead_id`` (str), ``occurred_at`` (datetime64, UTC), ``activity_type``
+      (str, one of ``contract.activity_types``), ``channel``, ``campaign_id``, ``topic`` (str or
+      NA; ``topic`` is one of ``contract.topics`` when present), ``value`` (float64 >= 0 or NaN).
+    - ``stage_history``: ``lead_id`` (str), ``stage`` (str, one of ``contract.stages.order``),
+      ``entered_at`` (datetime64, UTC).
+
+    Every event belongs to a known lead and happens at or after that lead's creation.
+    """
+
+    contract: Contract
+    leads: pd.DataFrame
+    activities: pd.DataFrame
+    stage_history: pd.DataFrame
+
+    @property
+    def span(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """Earliest and latest timestamp over all three tables."""
+        starts = [self.leads["created_at"].min()]
+        ends = [self.leads["created_at"].max()]
+        for df, col in ((self.activities, "occurred_at"), (self.stage_history, "entered_at")):
+            if len(df):
+                starts.append(df[col].min())
+                ends.append(df[col].max())
+        return min(starts), max(ends)

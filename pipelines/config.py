@@ -1,0 +1,56 @@
+"""The modelling configuration: one versioned YAML file, validated by pydantic.
+
+Each package owns the model of its own section (``features:`` -> ``features.config.FeatureConfig``);
+this module only composes them and reports errors with the file and field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from features.config import FeatureConfig
+from features.contract import format_validation_error
+
+CONFIG_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """The modelling configuration file is missing or invalid."""
+
+
+class ProjectConfig(BaseModel):
+    """Everything about *how* to model (not *where* things live: that is ``Settings``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = CONFIG_VERSION
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+
+    @field_validator("version")
+    @classmethod
+    def _supported(cls, value: int) -> int:
+        if value != CONFIG_VERSION:
+            raise ValueError(f"config version {value} is not supported (expected {CONFIG_VERSION})")
+        return value
+
+
+def load_config(path: str | Path | None) -> ProjectConfig:
+    """Read the modelling config; ``None`` means all defaults."""
+    if path is None:
+        return ProjectConfig()
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid config:\n{format_validation_error(exc)}") from exc

@@ -1,0 +1,27 @@
+"""Process-level defaults applied by the CLI before Prefect is imported.
+
+Kept out of module import time on purpose: importing leadscore never changes the environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Prefect must never phone home (runs offline in CI) and should run locally without a server.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_CLI_PROMPT": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "DO_NOT_TRACK": "true",
+}
+MLFLOW_DEFAULTS = {
+    # No telemetry or network look-ups from MLflow either.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+}
+
+
+def apply_runtime_defaults() -> None:
+    """Set offline-friendly defaults for Prefect and MLflow unless the user set them."""
+    for key, value in {**PREFECT_DEFAULTS, **MLFLOW_DEFAULTS}.items():
+        os.environ.setdefault(key, value)

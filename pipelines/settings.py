@@ -1,0 +1,48 @@
+"""Infrastructure settings (URIs, names, aliases, secrets), read from ``LEADSCORE_*`` variables.
+
+Modelling and handoff policy live in versioned YAML files instead (see ``pipelines/config.py``).
+Settings are read once by the CLI and passed down as arguments; library code never reads them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where leadscore keeps its state and which model it works with."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADSCORE_", extra="ignore")
+
+    home: Path = Field(default=Path(".leadscore"), description="Project state: MLflow db, artifacts, stores.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LEADSCORE_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="Default: a SQLite database in the home directory.",
+    )
+    experiment_name: str = "leadscore"
+    model_name: str = "leadscore"
+    champion_alias: str = "champion"
+    challenger_alias: str = "challenger"
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.home_dir / "mlartifacts"
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment (call once, at the edge)."""
+    return Settings()
