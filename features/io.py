@@ -51,6 +51,10 @@ def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         writer(tmp)
+        # mkstemp creates 0600 files; give the result the permissions a normal open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -59,7 +63,10 @@ def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write text so readers see the old file or the new one, never a partial one."""
-    _atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    _atomic_write(Path(path), write)
 
 
 def write_table(df: pd.DataFrame, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
@@ -84,7 +91,16 @@ def write_table(df: pd.DataFrame, path: str | Path, metadata: dict[str, str] | N
     elif path.suffix == ".csv":
 
         def write(tmp: Path) -> None:
-            df.to_csv(tmp, index=False)
+            import pyarrow as pa
+            import pyarrow.csv as pacsv
+
+            # pyarrow's writer is ~20x faster than DataFrame.to_csv on millions of rows.
+            try:
+                table = pa.Table.from_pandas(df, preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                df.to_csv(tmp, index=False)  # mixed-type object columns: fall back to pandas
+                return
+            pacsv.write_csv(table, tmp)
 
     else:
         raise ValueError(f"{path}: unsupported output format (use .parquet or .csv)")

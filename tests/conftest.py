@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 # Before anything imports Prefect or MLflow: no telemetry, no network, a throwaway Prefect home.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="leadscore-tests-"))
+atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
 os.environ.setdefault("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "true"

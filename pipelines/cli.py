@@ -1,0 +1,199 @@
+"""The ``leadscore`` command line.
+
+Heavy imports (pandas, Prefect, MLflow) happen inside the commands so that ``--help`` is instant
+and importing this module has no side effects.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    name="leadscore",
+    help="Predictive lead scoring: point-in-time features, calibrated readiness and buying stage, MLflow, Prefect.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _main() -> None:
+    """Predictive lead scoring for the marketing -> sales handoff."""
+    from pipelines.runtime import apply_runtime_defaults
+
+    apply_runtime_defaults()
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn expected failures (bad data, bad config) into a clear message and exit code 2."""
+    from features.contract import ContractError
+    from pipelines.config import ConfigError
+
+    try:
+        yield
+    except (ContractError, ConfigError, ValueError, FileNotFoundError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _days(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    from features.snapshots import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from exc
+
+
+def _run_with_status(message: str, fn: Callable[[], Any]) -> Any:
+    with console.status(message):
+        return fn()
+
+
+# --------------------------------------------------------------------------------------------
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the data set into.")],
+    leads: Annotated[int, typer.Option("--leads", min=1, help="Number of leads to simulate.")] = 20_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 7,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+) -> None:
+    """Simulate a realistic B2B funnel: leads, activities, stage history and the ground truth."""
+    if fmt not in ("parquet", "csv"):
+        raise typer.BadParameter("expected parquet or csv", param_hint="--format")
+    from features.simulator import generate as simulate
+
+    with user_errors(), _progress() as progress:
+        bar = progress.add_task("simulating leads", total=leads)
+        summary = simulate(
+            leads,
+            seed,
+            out,
+            fmt=fmt,  # type: ignore[arg-type]
+            progress=lambda done, total: progress.update(bar, completed=done, total=total),
+        )
+    console.print(f"[green]wrote[/] {out}")
+    console.print(summary)
+
+
+@app.command()
+def validate(
+    data: Annotated[Path, typer.Option("--data", help="Data directory (leads, activities, stage_history).")],
+    quarantine: Annotated[
+        Path | None, typer.Option("--quarantine", help="Where rejected rows go (default DATA/quarantine).")
+    ] = None,
+) -> None:
+    """Check a data directory against its contract; quarantine bad rows with their reason."""
+    from features import validation
+
+    with user_errors():
+        result = _run_with_status("validating", lambda: validation.load_history(data))
+        files = validation.write_quarantine(result, quarantine or data / "quarantine")
+    _print_report(result.report, quarantine or data / "quarantine")
+    for table, path in files.items():
+        console.print(f"[yellow]{table}[/]: {path}")
+
+
+@app.command()
+def features(
+    data: Annotated[Path, typer.Option("--data", help="Data directory (leads, activities, stage_history).")],
+    out: Annotated[Path, typer.Option("--out", help="Feature table to write (.parquet).")],
+    as_of: Annotated[
+        list[str] | None, typer.Option("--as-of", help="Snapshot date (repeatable). Default: every --every.")
+    ] = None,
+    every: Annotated[str | None, typer.Option("--every", help="Snapshot spacing, e.g. 7d or 2w.")] = None,
+    horizon: Annotated[str | None, typer.Option("--horizon", help="Label horizon, e.g. 90d.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Modelling config YAML.")] = None,
+    quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Where rejected rows go.")] = None,
+) -> None:
+    """Build point-in-time features and labels, one row per (lead, as_of)."""
+    if out.suffix != ".parquet":
+        raise typer.BadParameter("the feature table is written as Parquet: use a .parquet path", param_hint="--out")
+    from pipelines.config import load_config
+
+    with user_errors():
+        cfg = load_config(config)
+        updates: dict[str, int] = {}
+        if (every_days := _days(every, "--every")) is not None:
+            updates["snapshot_every_days"] = every_days
+        if (horizon_days := _days(horizon, "--horizon")) is not None:
+            updates["horizon_days"] = horizon_days
+        feature_cfg = cfg.features.model_copy(update=updates)
+        from pipelines.flows import build_features_flow
+
+        summary = _run_with_status(
+            "building point-in-time features",
+            lambda: build_features_flow(data, out, config=feature_cfg, as_of=as_of, quarantine_dir=quarantine),
+        )
+    _print_feature_summary(summary)
+
+
+def _print_feature_summary(summary: Any) -> None:
+    table = Table(title="point-in-time features", show_header=False)
+    table.add_row("feature table", str(summary.out))
+    table.add_row("rows (lead x as_of)", f"{summary.rows:,}")
+    table.add_row("snapshots", f"{summary.snapshots} ({summary.first_as_of} .. {summary.last_as_of})")
+    table.add_row("features", str(summary.n_features))
+    table.add_row("converted within horizon", f"{summary.positives:,}")
+    console.print(table)
+    _print_report(summary.validation, summary.quarantine_dir)
+
+
+def _print_report(report: Any, quarantine_dir: Path) -> None:
+    console.print(report.render())
+    if report.rows_quarantined:
+        console.print(f"[yellow]rejected rows and their reasons:[/] {quarantine_dir}")
+
+
+@app.command()
+def run(
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo data and outputs go.")] = Path(
+        ".leadscore/demo"
+    ),
+    leads: Annotated[int, typer.Option("--leads", min=1, help="Leads to simulate if no data exists.")] = 20_000,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Use this data directory instead of simulating one.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Modelling config YAML.")] = None,
+) -> None:
+    """The main job, end to end: (simulate data) -> validate -> features."""
+    data_dir = data or workdir / "data"
+    if data is None and not (data_dir / "contract.yaml").exists():
+        generate(out=data_dir, leads=leads, seed=seed, fmt="parquet")
+    features(data=data_dir, out=workdir / "features.parquet", config=config)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

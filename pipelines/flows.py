@@ -1,0 +1,119 @@
+"""Prefect flows: they only wire tasks; the work happens in plain functions of the packages.
+
+Tasks that move big frames use ``NO_CACHE``: Prefect's default cache key hashes every input,
+which would serialise millions of rows for nothing. Only I/O tasks retry, and only on I/O errors
+(retrying a contract violation cannot help).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from features import build as feature_build
+from features import snapshots, validation
+from features.config import FeatureConfig
+from features.history import ProspectHistory
+from features.spec import FeatureSpec, write_feature_table
+
+
+def _retry_on_os_error(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result(raise_on_failure=True)
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+IO_TASK: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": 1,
+    "retry_condition_fn": _retry_on_os_error,
+    "cache_policy": NO_CACHE,
+}
+
+
+@task(name="load_history", **IO_TASK)
+def load_history(data_dir: Path) -> validation.ValidationResult:
+    return validation.load_history(data_dir)
+
+
+@task(name="write_quarantine", **IO_TASK)
+def write_quarantine(result: validation.ValidationResult, out_dir: Path) -> dict[str, Path]:
+    return validation.write_quarantine(result, out_dir)
+
+
+@task(name="choose_snapshots", cache_policy=NO_CACHE)
+def choose_snapshots(history: ProspectHistory, as_of: list[str] | None, every_days: int) -> pd.DatetimeIndex:
+    if as_of:
+        return snapshots.parse_as_of(as_of)
+    return snapshots.snapshot_dates(history, every_days)
+
+
+@task(name="build_features", cache_policy=NO_CACHE)
+def build_features(
+    history: ProspectHistory, as_of: pd.DatetimeIndex, config: FeatureConfig
+) -> tuple[pd.DataFrame, FeatureSpec]:
+    return feature_build.build_features(history, as_of, config)
+
+
+@task(name="write_features", **IO_TASK)
+def write_features(frame: pd.DataFrame, spec: FeatureSpec, out: Path) -> Path:
+    return write_feature_table(frame, spec, out)
+
+
+@dataclass
+class BuildFeaturesSummary:
+    """What ``build-features`` did, for the CLI and for callers."""
+
+    out: Path
+    rows: int
+    snapshots: int
+    first_as_of: str | None
+    last_as_of: str | None
+    n_features: int
+    positives: int
+    quarantine_dir: Path
+    quarantine_files: dict[str, Path] = field(default_factory=dict)
+    validation: validation.ValidationReport | None = None
+
+
+def default_quarantine_dir(out: Path) -> Path:
+    return out.parent / f"{out.stem}.quarantine"
+
+
+@flow(name="build-features")
+def build_features_flow(
+    data_dir: Path,
+    out: Path,
+    config: FeatureConfig | None = None,
+    as_of: list[str] | None = None,
+    quarantine_dir: Path | None = None,
+) -> BuildFeaturesSummary:
+    """load -> validate (quarantine) -> snapshots -> point-in-time features + labels -> Parquet."""
+    config = config or FeatureConfig()
+    quarantine_dir = quarantine_dir or default_quarantine_dir(out)
+    result = load_history(data_dir)
+    quarantine_files = write_quarantine(result, quarantine_dir)
+    dates = choose_snapshots(result.history, as_of, config.snapshot_every_days)
+    frame, spec = build_features(result.history, dates, config)
+    written = write_features(frame, spec, out)
+    return BuildFeaturesSummary(
+        out=written,
+        rows=len(frame),
+        snapshots=len(dates),
+        first_as_of=str(dates.min().date()) if len(dates) else None,
+        last_as_of=str(dates.max().date()) if len(dates) else None,
+        n_features=len(spec.features),
+        positives=int(frame["converted"].sum()) if len(frame) else 0,
+        quarantine_dir=quarantine_dir,
+        quarantine_files=quarantine_files,
+        validation=result.report,
+    )
