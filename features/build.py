@@ -145,6 +145,7 @@ def feature_spec(contract: Contract, config: FeatureConfig) -> FeatureSpec:
         numeric=numeric,
         horizon_days=config.horizon_days,
         windows_days=list(config.windows_days),
+        trend_window_days=config.trend_window_days,
         contract_name=contract.name,
     )
 

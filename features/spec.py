@@ -27,6 +27,7 @@ class FeatureSpec:
     numeric: list[str]
     horizon_days: int
     windows_days: list[int] = field(default_factory=lambda: [7, 30, 90])
+    trend_window_days: int = 30
     contract_name: str = ""
     version: int = 1
 
