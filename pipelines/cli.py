@@ -73,8 +73,12 @@ def _days(value: str | None, option: str) -> int | None:
 
 
 def _run_with_status(message: str, fn: Callable[[], Any]) -> Any:
-    with console.status(message):
-        return fn()
+    """Run ``fn`` under a pulsing progress bar with elapsed time (its duration is not known up front)."""
+    with _progress() as progress:
+        bar = progress.add_task(message, total=None)
+        value = fn()
+        progress.update(bar, total=1, completed=1)
+    return value
 
 
 # --------------------------------------------------------------------------------------------
