@@ -177,6 +177,154 @@ def _print_report(report: Any, quarantine_dir: Path) -> None:
 
 
 @app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Data directory (leads, activities, stage_history).")],
+    config: Annotated[Path | None, typer.Option("--config", help="Modelling config YAML.")] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option("--work-dir", help="Where the feature table goes (default LEADSCORE_HOME/work).")
+    ] = None,
+) -> None:
+    """Build features, train readiness + stage, evaluate against baselines, register in MLflow, promote."""
+    from pipelines.config import load_config
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    with user_errors():
+        cfg = load_config(config)
+        from pipelines.flows import train_flow
+
+        summary = _run_with_status(
+            "training (features, split, readiness, stage, baselines, evaluation, MLflow)",
+            lambda: train_flow(
+                data,
+                work_dir or settings.home_dir / "work",
+                cfg,
+                settings.tracking_uri,
+                settings.artifact_root,
+                experiment=settings.experiment_name,
+                model_name=settings.model_name,
+            ),
+        )
+    _print_feature_summary(summary.features)
+    _print_train_summary(summary, settings)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _print_train_summary(summary: Any, settings: Any) -> None:
+    metrics = summary.metrics
+    shown = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_at_10", "recall_at_10", "lift_at_20"]
+    table = Table(title="readiness on the test snapshots (the same rows for every model)")
+    table.add_column("metric")
+    for model_name in metrics:
+        table.add_column(model_name.replace("_", " "), justify="right")
+    for name in shown:
+        table.add_row(name, *(_fmt(values.get(name)) for values in metrics.values()))
+    console.print(table)
+    if summary.stage_metrics:
+        stage = summary.stage_metrics
+        console.print(
+            f"stage: accuracy {_fmt(stage.get('accuracy'))}, macro F1 {_fmt(stage.get('macro_f1'))} "
+            f"(majority class '{stage.get('majority_class')}': {_fmt(stage.get('majority_class_accuracy'))}; "
+            f"test: {stage.get('test_strategy')})"
+        )
+    decision = summary.decision
+    verdict = "[green]promoted to champion[/]" if decision.promoted else "[yellow]not promoted[/]"
+    console.print(
+        f"model [bold]{settings.model_name}[/] version [bold]{summary.run.version}[/] (run {summary.run.run_id}): "
+        f"{verdict} — {decision.reason}"
+    )
+    for note in summary.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"MLflow: {settings.tracking_uri}  (browse: mlflow ui --backend-store-uri {settings.tracking_uri})")
+
+
+models_app = typer.Typer(help="The model registry: list versions, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@contextmanager
+def _registry() -> Iterator[Any]:
+    from models.registry import ModelRegistry, RegistryError
+    from models.tracking import TrackingError, configure_mlflow
+    from pipelines.config import load_config
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    try:
+        target = configure_mlflow(settings.tracking_uri, settings.artifact_root)
+        yield ModelRegistry(target.client(), settings.model_name, primary_metric=load_config(None).train.primary_metric)
+    except (RegistryError, TrackingError, ValueError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Registered versions with their aliases and primary metric."""
+    with _registry() as registry:
+        versions = registry.list_versions()
+    table = Table(title=f"registered model '{registry.name}'")
+    for column in ("version", "aliases", "created", registry.primary_metric, "run"):
+        table.add_column(column)
+    for v in versions:
+        table.add_row(
+            str(v.version),
+            ", ".join(v.aliases) or "-",
+            v.created.strftime("%Y-%m-%d %H:%M"),
+            _fmt(v.primary_value),
+            v.run_id or "-",
+        )
+    console.print(table if versions else f"no versions of '{registry.name}' yet: run leadscore train")
+
+
+def _print_decision(decision: Any) -> None:
+    table = Table(title=f"version {decision.version} vs champion {decision.champion_version or '-'}")
+    for column in ("metric", "candidate", "champion", "difference"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, value, other, diff in decision.metric_rows():
+        table.add_row(name, _fmt(value), _fmt(other), _fmt(diff))
+    console.print(table)
+    verdict = "[green]champion moved[/]" if decision.promoted else "[yellow]champion unchanged[/]"
+    rows = "same test rows" if decision.same_rows else "each model's own logged test metrics"
+    console.print(f"{verdict}: {decision.reason} ({rows})")
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[int, typer.Argument(help="Registered version to make champion.")],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Data directory to rebuild the test snapshots from (compare on the same rows)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Promote even if it does not beat the champion.")] = False,
+) -> None:
+    """Manual promotion, with the same comparison report as automatic promotion."""
+    evaluate = None
+    if data is not None:
+        from features.validation import load_history
+        from models.promotion import history_evaluator
+
+        with user_errors():
+            evaluate = history_evaluator(load_history(data).history)
+    with _registry() as registry:
+        decision = registry.promote(version, evaluate=evaluate, force=force)
+    _print_decision(decision)
+    if not decision.promoted:
+        raise typer.Exit(code=1)
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Move the champion alias back to the previous champion."""
+    with _registry() as registry:
+        result = registry.rollback()
+    console.print(f"champion of '{result.name}': version {result.from_version} -> {result.to_version}")
+
+
+@app.command()
 def run(
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo data and outputs go.")] = Path(
         ".leadscore/demo"
@@ -188,11 +336,11 @@ def run(
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Modelling config YAML.")] = None,
 ) -> None:
-    """The main job, end to end: (simulate data) -> validate -> features."""
+    """The main job, end to end: (simulate data) -> validate -> features -> train -> register -> promote."""
     data_dir = data or workdir / "data"
     if data is None and not (data_dir / "contract.yaml").exists():
         generate(out=data_dir, leads=leads, seed=seed, fmt="parquet")
-    features(data=data_dir, out=workdir / "features.parquet", config=config)
+    train(data=data_dir, config=config, work_dir=workdir)
 
 
 def main() -> None:  # pragma: no cover - console entry point

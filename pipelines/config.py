@@ -1,6 +1,7 @@
 """The modelling configuration: one versioned YAML file, validated by pydantic.
 
-Each package owns the model of its own section (``features:`` -> ``features.config.FeatureConfig``);
+Each package owns the model of its own section (``features:`` -> ``features.config.FeatureConfig``,
+``train:`` -> ``models.config.TrainConfig``, merged over ``models/default_config.yaml``);
 this module only composes them and reports errors with the file and field.
 """
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from features.config import FeatureConfig
 from features.contract import format_validation_error
+from models.config import TrainConfig, TrainConfigError, load_train_config, parse_train_config
 
 CONFIG_VERSION = 1
 
@@ -28,6 +30,7 @@ class ProjectConfig(BaseModel):
 
     version: int = CONFIG_VERSION
     features: FeatureConfig = Field(default_factory=FeatureConfig)
+    train: TrainConfig = Field(default_factory=load_train_config)
 
     @field_validator("version")
     @classmethod
@@ -50,7 +53,14 @@ def load_config(path: str | Path | None) -> ProjectConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    train_section = raw.pop("train", None) or {}
+    if not isinstance(train_section, dict):
+        raise ConfigError(f"{path}: 'train' must be a mapping")
     try:
-        return ProjectConfig.model_validate(raw)
+        train = parse_train_config(train_section, source=str(path))
+    except TrainConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        return ProjectConfig.model_validate({**raw, "train": train})
     except ValidationError as exc:
         raise ConfigError(f"{path}: invalid config:\n{format_validation_error(exc)}") from exc

@@ -19,7 +19,14 @@ from features import build as feature_build
 from features import snapshots, validation
 from features.config import FeatureConfig
 from features.history import ProspectHistory
-from features.spec import FeatureSpec, write_feature_table
+from features.spec import FeatureSpec, read_feature_table, write_feature_table
+from models import training
+from models.config import TrainConfig
+from models.readiness import ReadinessModel
+from models.registry import ModelRegistry, PromotionDecision
+from models.stage import StageModel
+from models.tracking import TrackingTarget, TrainingRun, configure_mlflow, log_training_result, result_evaluator
+from pipelines.config import ProjectConfig
 
 
 def _retry_on_os_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -116,4 +123,116 @@ def build_features_flow(
         quarantine_dir=quarantine_dir,
         quarantine_files=quarantine_files,
         validation=result.report,
+    )
+
+
+# -- train ------------------------------------------------------------------------------------
+
+
+@task(name="read_features", **IO_TASK)
+def read_features(path: Path) -> tuple[pd.DataFrame, FeatureSpec]:
+    return read_feature_table(path)
+
+
+@task(name="split_snapshots", cache_policy=NO_CACHE)
+def split_snapshots(frame: pd.DataFrame, spec: FeatureSpec, config: TrainConfig) -> training.PreparedTraining:
+    return training.prepare_training(frame, spec, config)
+
+
+@task(name="train_readiness", cache_policy=NO_CACHE)
+def train_readiness(prep: training.PreparedTraining) -> ReadinessModel:
+    """LightGBM with early stopping, then calibration on the held-out snapshots."""
+    return training.fit_readiness(prep)
+
+
+@task(name="train_stage", cache_policy=NO_CACHE)
+def train_stage(prep: training.PreparedTraining) -> StageModel | None:
+    return training.fit_stage(prep)
+
+
+@task(name="train_baselines", cache_policy=NO_CACHE)
+def train_baselines(prep: training.PreparedTraining, readiness: ReadinessModel) -> dict[str, Any]:
+    return training.fit_baseline_models(prep, readiness)
+
+
+@task(name="evaluate_models", cache_policy=NO_CACHE)
+def evaluate_models(
+    prep: training.PreparedTraining,
+    readiness: ReadinessModel,
+    stage: StageModel | None,
+    baselines: dict[str, Any],
+) -> training.TrainingResult:
+    return training.evaluate_models(prep, readiness, stage, baselines)
+
+
+@task(name="connect_tracking", **IO_TASK)
+def connect_tracking(tracking_uri: str, artifact_root: Path | None) -> TrackingTarget:
+    return configure_mlflow(tracking_uri, artifact_root)
+
+
+# Not retried: a retry after a partial log would register a second version.
+@task(name="log_and_register", cache_policy=NO_CACHE)
+def log_and_register(
+    target: TrackingTarget, result: training.TrainingResult, experiment: str, model_name: str, data_dir: Path
+) -> TrainingRun:
+    return log_training_result(
+        target, result, experiment=experiment, registered_model_name=model_name, data_dir=data_dir
+    )
+
+
+@task(name="promote_model", cache_policy=NO_CACHE)
+def promote_model(
+    target: TrackingTarget, run: TrainingRun, result: training.TrainingResult, model_name: str
+) -> PromotionDecision:
+    registry = ModelRegistry(target.client(), model_name, primary_metric=result.config.primary_metric)
+    return registry.promote_if_better(
+        run.version,
+        primary_metric=result.config.primary_metric,
+        margin=result.config.promotion_margin,
+        evaluate=result_evaluator(result),
+    )
+
+
+@dataclass
+class TrainSummary:
+    """What ``train`` did, for the CLI and for callers."""
+
+    features: BuildFeaturesSummary
+    metrics: dict[str, dict[str, float]]
+    stage_metrics: dict[str, Any] | None
+    run: TrainingRun
+    decision: PromotionDecision
+    notes: list[str]
+    timings: dict[str, float]
+
+
+@flow(name="train")
+def train_flow(
+    data_dir: Path,
+    work_dir: Path,
+    config: ProjectConfig,
+    tracking_uri: str,
+    artifact_root: Path | None = None,
+    experiment: str = "leadscore",
+    model_name: str = "leadscore",
+) -> TrainSummary:
+    """features -> split -> readiness (+ calibration), stage, baselines -> evaluate -> log + register -> promote."""
+    features_summary = build_features_flow(data_dir, work_dir / "features.parquet", config=config.features)
+    frame, spec = read_features(features_summary.out)
+    prep = split_snapshots(frame, spec, config.train)
+    readiness = train_readiness(prep)
+    stage = train_stage(prep)
+    baselines = train_baselines(prep, readiness)
+    result = evaluate_models(prep, readiness, stage, baselines)
+    target = connect_tracking(tracking_uri, artifact_root)
+    run = log_and_register(target, result, experiment, model_name, data_dir)
+    decision = promote_model(target, run, result, model_name)
+    return TrainSummary(
+        features=features_summary,
+        metrics=result.readiness_metrics,
+        stage_metrics=result.stage_metrics,
+        run=run,
+        decision=decision,
+        notes=list(result.notes),
+        timings=dict(result.timings),
     )

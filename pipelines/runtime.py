@@ -11,9 +11,13 @@ import os
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_CLI_PROMPT": "false",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
+    # The CLI prints its own summary and clear errors; Prefect's run logs stay in its API (UI).
+    "PREFECT_LOGGING_LEVEL": "CRITICAL",
     "DO_NOT_TRACK": "true",
 }
+# LightGBM's OpenMP threads spin while waiting; on a shared 2-core machine that wastes the CPU the
+# other thread needs (measured: 14 s vs 268 s for the same training under load).
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 MLFLOW_DEFAULTS = {
     # No telemetry or network look-ups from MLflow either.
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -23,5 +27,5 @@ MLFLOW_DEFAULTS = {
 
 def apply_runtime_defaults() -> None:
     """Set offline-friendly defaults for Prefect and MLflow unless the user set them."""
-    for key, value in {**PREFECT_DEFAULTS, **MLFLOW_DEFAULTS}.items():
+    for key, value in {**PREFECT_DEFAULTS, **OPENMP_DEFAULTS, **MLFLOW_DEFAULTS}.items():
         os.environ.setdefault(key, value)
