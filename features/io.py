@@ -63,6 +63,7 @@ def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write text so readers see the old file or the new one, never a partial one."""
+
     def write(tmp: Path) -> None:
         tmp.write_text(text, encoding="utf-8")
 

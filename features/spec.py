@@ -30,6 +30,9 @@ class FeatureSpec:
     trend_window_days: int = 30
     contract_name: str = ""
     version: int = 1
+    # "history": one row per (lead, as_of) snapshot (features.build); "single_snapshot": one row per lead
+    # labelled by its final outcome (features.single_snapshot), for which a temporal split is impossible.
+    mode: str = "history"
 
     @property
     def features(self) -> list[str]:
