@@ -104,7 +104,7 @@ def generate(
             progress=lambda done, total: progress.update(bar, completed=done, total=total),
         )
     console.print(f"[green]wrote[/] {out}")
-    console.print(summary)
+    console.print(str(summary), markup=False)
 
 
 @app.command()
