@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from prefect import flow, task
@@ -220,7 +220,8 @@ def train_flow(
     features_summary = build_features_flow(data_dir, work_dir / "features.parquet", config=config.features)
     frame, spec = read_features(features_summary.out)
     prep = split_snapshots(frame, spec, config.train)
-    readiness = train_readiness(prep)
+    # cast: Prefect's Task.__call__ overloads make mypy infer a coroutine for this sync task
+    readiness = cast(ReadinessModel, train_readiness(prep))
     stage = train_stage(prep)
     baselines = train_baselines(prep, readiness)
     result = evaluate_models(prep, readiness, stage, baselines)
