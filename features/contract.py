@@ -10,7 +10,7 @@ directory is self-describing for ``features``, ``train``, ``score`` and ``serve`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -20,6 +20,16 @@ CONTRACT_FILE = "contract.yaml"
 CONTRACT_VERSION = 1
 
 TABLES = ("leads", "activities", "stage_history")
+
+#: ``history``: leads with timed activities and stage entries (point-in-time snapshots).
+#: ``single_snapshot``: one observation per lead and its final outcome (see features/single_snapshot.py).
+Mode = Literal["history", "single_snapshot"]
+MODES: tuple[str, ...] = get_args(Mode)
+#: Why a source column is excluded from the data set (``excluded_columns[].reason``).
+ExclusionReason = Literal["leaky", "post_outcome", "identifier", "outcome", "unused"]
+EXCLUSION_REASONS: tuple[str, ...] = get_args(ExclusionReason)
+#: Exclusion reasons that mean "known only after, or because of, the outcome".
+POST_OUTCOME_REASONS = ("leaky", "post_outcome", "outcome")
 
 # Columns every table must have, and optional columns it may have. Lead attributes are
 # declared per data set in the contract.
@@ -98,6 +108,22 @@ class StageSpec(BaseModel):
         return [s for s in self.order if s not in self.terminal]
 
 
+class ExcludedColumn(BaseModel):
+    """A column of the original export that is deliberately left out of the data set, and why.
+
+    ``name`` is the feature name the column would have had; no attribute may carry it, so a declared
+    leaky or post-outcome column can never come back as a feature by editing the attributes.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    reason: ExclusionReason
+    column: str = Field(default="", description="the column as named in the export")
+    source: str = Field(default="", description="the export file it comes from")
+    note: str = ""
+
+
 class Contract(BaseModel):
     """What a prospect-history data directory contains (``contract.yaml``)."""
 
@@ -105,8 +131,17 @@ class Contract(BaseModel):
 
     version: int = CONTRACT_VERSION
     name: str = "prospect-history"
+    mode: Mode = Field(
+        default="history",
+        description=(
+            "history: point-in-time snapshots from timed activities and stage entries; single_snapshot: one row "
+            "per lead from its attributes, labelled by its final outcome (a terminal stage entry)"
+        ),
+    )
     attributes: list[AttributeSpec] = Field(default_factory=list)
-    activity_types: list[str] = Field(min_length=1)
+    activity_types: list[str] = Field(
+        default_factory=list, description="at least one in history mode (the point-in-time features need one)"
+    )
     topics: list[str] = Field(default_factory=list)
     stages: StageSpec = Field(default_factory=StageSpec)
     timezone: str = Field(
@@ -116,6 +151,10 @@ class Contract(BaseModel):
     ignore_columns: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Columns present in a table that are deliberately not used (per table).",
+    )
+    excluded_columns: list[ExcludedColumn] = Field(
+        default_factory=list,
+        description="Export columns left out of the data set with the reason (leaky, post-outcome, ...).",
     )
 
     @field_validator("version")
@@ -148,9 +187,25 @@ class Contract(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Contract:
+        if self.mode == "history" and not self.activity_types:
+            raise ValueError(
+                "activity_types must name at least one activity type in history mode (the point-in-time "
+                "features count activities per type); only mode: single_snapshot may have none"
+            )
         names = [a.name for a in self.attributes]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate attribute names: {names}")
+        excluded = {e.name: e for e in self.excluded_columns}
+        clash = [n for n in names if n in excluded]
+        if clash:
+            details = "; ".join(
+                f"'{n}' (excluded as {excluded[n].reason}{': ' + excluded[n].note if excluded[n].note else ''})"
+                for n in clash
+            )
+            raise ValueError(
+                f"attribute(s) {details} are declared in excluded_columns: an excluded column is never used as a "
+                "feature. Remove the attribute, or remove the exclusion if the column is known before the outcome."
+            )
         unknown_tables = set(self.ignore_columns) - set(TABLES)
         if unknown_tables:
             raise ValueError(f"ignore_columns names unknown tables {sorted(unknown_tables)}; tables are {TABLES}")
@@ -163,6 +218,11 @@ class Contract(BaseModel):
     @property
     def numeric_attributes(self) -> list[str]:
         return [a.name for a in self.attributes if a.kind == "numeric"]
+
+    @property
+    def post_outcome_columns(self) -> list[str]:
+        """Names of excluded columns known only after (or because of) the outcome: never features."""
+        return [e.name for e in self.excluded_columns if e.reason in POST_OUTCOME_REASONS]
 
     def expected_columns(self, table: str) -> tuple[set[str], set[str]]:
         """Required and allowed columns of ``table`` under this contract."""
