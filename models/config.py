@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.contract import format_validation_error
+from models.leakage import LeakageConfig
 
 TRAIN_CONFIG_VERSION = 1
 DEFAULT_CONFIG_RESOURCE = "default_config.yaml"
@@ -276,6 +277,7 @@ class TrainConfig(_Strict):
     encoding: EncodingConfig = Field(default_factory=EncodingConfig)
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    leakage: LeakageConfig = Field(default_factory=LeakageConfig)
     min_class_count: int = Field(default=40, ge=1, description="converted and non-converted train snapshots needed")
     primary_metric: str = "pr_auc"
     promotion_margin: float = Field(default=0.0, ge=0, description="challenger must beat champion by this much")

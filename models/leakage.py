@@ -7,7 +7,10 @@ training, :func:`probe_leakage` measures every feature alone on the training row
 - its **own ROC AUC** exceeds ``threshold`` (0.95 by default), symmetrised as ``max(auc, 1 - auc)`` so that
   a feature that is *low* for converters counts too; or
 - it is **populated for only one class**: non-missing on at least ``min_populated`` rows of one class and on
-  none of the other (e.g. closed-deal fields that exist only for won leads).
+  none of the other (e.g. closed-deal fields that exist only for won leads), where the other class is large
+  enough for that absence to mean something: populated at the first class's rate, it would hold at least
+  ``min_populated`` populated rows too. (A sparse feature, e.g. filled on 1% of rows, is naturally absent
+  from a few hundred converted rows by chance: with an expected count of 4 the chance of none is 2%.)
 
 How a feature's own AUC is measured
 -----------------------------------
@@ -266,9 +269,11 @@ def _sample(n: int, y: np.ndarray, max_rows: int, seed: int) -> np.ndarray | Non
 
 
 def _populated_reason(pos: int, neg: int, n_pos: int, n_neg: int, min_populated: int) -> str:
-    if pos >= min_populated and neg == 0:
+    # The empty class must have been expected to hold min_populated rows (at the other class's fill rate):
+    # absence from too few rows is chance (P(none) ~ exp(-expected)), not a sign of leakage.
+    if pos >= min_populated and neg == 0 and pos / n_pos * n_neg >= min_populated:
         return f"populated only for converted rows ({pos:,} of {n_pos:,} converted, 0 of {n_neg:,} not converted)"
-    if neg >= min_populated and pos == 0:
+    if neg >= min_populated and pos == 0 and neg / n_neg * n_pos >= min_populated:
         return f"populated only for non-converted rows (0 of {n_pos:,} converted, {neg:,} of {n_neg:,} not converted)"
     return ""
 
@@ -299,7 +304,8 @@ def probe_leakage(
         acknowledged: features the user vouches for; they are reported but do not stop training. Names that
             are not features are an error (a typo would silently acknowledge nothing).
         groups: optional group per row (e.g. ``train_df["lead_id"]``) for the out-of-fold encoding.
-        min_populated: rows a feature must be populated on, in one class only, to be flagged for it.
+        min_populated: rows a feature must be populated on, in one class only, to be flagged for it (and the rows
+            the other class would hold at the same fill rate).
         n_folds, smoothing: the out-of-fold categorical target-rate encoding.
         max_rows: probe a stratified sample of at most this many rows.
         seed: seeds the folds and the sample.

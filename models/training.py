@@ -25,16 +25,19 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from features.single_snapshot import SINGLE_SNAPSHOT
 from features.spec import FeatureSpec
 from models import plots
 from models.baselines import BaselineModel, fit_baselines
 from models.config import TrainConfig, load_train_config
 from models.encoding import FeatureEncoder
 from models.evaluation import grade_cutoffs_from_config, grade_table, readiness_metrics, stage_metrics
+from models.leakage import LeakageReport, probe_leakage
 from models.readiness import ReadinessModel
 from models.scoring import ScoringModel
 from models.split import READINESS_TARGET, InsufficientDataError, Split, TaskSplit, temporal_split
 from models.stage import STAGE_TARGET, StageModel
+from models.stratified import stratified_split
 
 __all__ = [
     "InsufficientDataError",
@@ -146,12 +149,17 @@ class TrainingResult:
 # -- checks -------------------------------------------------------------------------------------------
 
 
+#: Feature-table modes training accepts: snapshot history (temporal split) and one row per lead (stratified split).
+TRAINABLE_MODES = ("history", SINGLE_SNAPSHOT)
+
+
 def _check_features(df: pd.DataFrame, spec: FeatureSpec, config: TrainConfig) -> None:
     mode = getattr(spec, "mode", "history")
-    if mode != "history":
+    if mode not in TRAINABLE_MODES:
         raise ValueError(
-            f"feature table mode '{mode}' has one row per lead, not snapshot history: the temporal split "
-            "(train on older snapshots, test on newer ones with a gap) needs a table built with mode 'history'"
+            f"feature table mode '{mode}' is not supported for training: expected one of {list(TRAINABLE_MODES)} "
+            "('history': point-in-time snapshots, temporal split; 'single_snapshot': one row per lead, "
+            "stratified split)"
         )
     missing = [c for c in spec.features if c not in df.columns]
     if missing:
@@ -258,36 +266,87 @@ class PreparedTraining:
     encoder: FeatureEncoder
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    leakage: LeakageReport | None = None
+
+
+def _split(features_df: pd.DataFrame, spec: FeatureSpec, config: TrainConfig) -> Split:
+    """Temporal split for snapshot history; fixed stratified split by lead for single-snapshot tables."""
+    if spec.mode == SINGLE_SNAPSHOT:
+        return stratified_split(features_df, config, horizon_days=spec.horizon_days)
+    return temporal_split(features_df, config, horizon_days=spec.horizon_days)
+
+
+def _probe_leakage(train: pd.DataFrame, spec: FeatureSpec, config: TrainConfig) -> LeakageReport | None:
+    """Stop on features that predict the label on their own (unless acknowledged); ``None`` when disabled."""
+    lc = config.leakage
+    if not lc.enabled:
+        return None
+    report = probe_leakage(
+        train,
+        spec.features,
+        spec.categorical,
+        train[READINESS_TARGET],
+        threshold=lc.threshold,
+        acknowledged=lc.acknowledge,
+        groups=train["lead_id"],
+        min_populated=lc.min_populated,
+        n_folds=lc.n_folds,
+        smoothing=lc.smoothing,
+        max_rows=lc.max_rows,
+        seed=config.seed,
+    )
+    report.raise_for_leaks()
+    return report
 
 
 def prepare_training(
     features_df: pd.DataFrame, spec: FeatureSpec, config: TrainConfig | None = None
 ) -> PreparedTraining:
-    """Check the feature table, split it in time and fit the categorical encoder on train rows only.
+    """Check the feature table, split it, probe it for leakage and fit the categorical encoder on train rows only.
+
+    Snapshot history (``spec.mode == "history"``) is split in time; a single-snapshot table (one row per
+    lead) gets a fixed stratified split by lead (:func:`models.stratified.stratified_split`) and no stage
+    model. The leakage probe (``config.leakage``) then runs on the readiness training rows only.
 
     Raises:
-        InsufficientDataError: too few snapshot dates for the split, fewer than ``min_class_count``
+        InsufficientDataError: too few snapshot dates (or leads) for the split, fewer than ``min_class_count``
             converted or non-converted training snapshots, too few in valid/test, or no usable stage data.
+        LeakageError: a feature predicts the label on its own and is not in ``leakage.acknowledge``.
         ValueError: malformed feature table or config conflicts.
     """
     config = config or load_train_config()
     notes: list[str] = []
     t = time.perf_counter()
     _check_features(features_df, spec, config)
-    split = temporal_split(features_df, config, horizon_days=spec.horizon_days)
+    split = _split(features_df, spec, config)
     _check_readiness_counts(split.readiness, config, spec.horizon_days)
+    if spec.mode == SINGLE_SNAPSHOT and split.readiness.note:
+        notes.append(split.readiness.note)
     if split.stage is not None:
         _check_stage(split.stage)
         if split.stage.note:
             notes.append(split.stage.note)
+    elif spec.mode == SINGLE_SNAPSHOT and config.stage.enabled:
+        notes.append("no stage model: single-snapshot data has no time to conversion to define buying stages")
     log.info("split: %s", split.summary())
+    timings = {"split": time.perf_counter() - t}
+    t = time.perf_counter()
+    leakage = _probe_leakage(split.readiness.train, spec, config)
+    timings["leakage_probe"] = time.perf_counter() - t
+    if leakage is not None:
+        notes += [
+            f"leakage probe: feature '{f.feature}' acknowledged in train.leakage.acknowledge although {f.reason}"
+            for f in leakage.acknowledged
+        ]
+    t = time.perf_counter()
     encoder_rows = [split.readiness.train[spec.categorical]]
     if split.stage is not None:
         encoder_rows.append(split.stage.train[spec.categorical])
     encoder = FeatureEncoder(
         spec.categorical, spec.numeric, config.encoding.max_categories, config.encoding.min_category_count
     ).fit(pd.concat(encoder_rows, ignore_index=True))
-    return PreparedTraining(features_df, spec, config, split, encoder, notes, {"split": time.perf_counter() - t})
+    timings["encoder"] = time.perf_counter() - t
+    return PreparedTraining(features_df, spec, config, split, encoder, notes, timings, leakage)
 
 
 def fit_readiness(prep: PreparedTraining) -> ReadinessModel:

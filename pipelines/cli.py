@@ -124,6 +124,37 @@ def validate(
         console.print(f"[yellow]{table}[/]: {path}")
 
 
+@app.command("import")
+def import_(
+    mapping: Annotated[
+        str, typer.Option("--mapping", help="Mapping YAML, or the name of a shipped mapping (e.g. x_education_leads).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Data directory to write (replaced as a whole).")],
+    source: Annotated[
+        Path | None,
+        typer.Option("--source", help="Directory holding the export files (default: the mapping file's directory)."),
+    ] = None,
+    sample: Annotated[
+        int | None, typer.Option("--sample", min=1, help="Import only the first N rows of the lead file (a preview).")
+    ] = None,
+) -> None:
+    """Turn a CRM / marketing-automation export into a validated data directory, using a mapping file."""
+    from features.mapping import QUARANTINE_DIR, import_export, resolve_mapping
+
+    # MappingError is a ValueError: user_errors reports it with exit code 2.
+    with user_errors():
+        summary = _run_with_status(
+            "importing the export",
+            lambda: import_export(resolve_mapping(mapping), source, out, sample_rows=sample),
+        )
+    console.print(summary.render())
+    _print_report(summary.validation, out / QUARANTINE_DIR)
+    for name, path in summary.quarantine_files.items():
+        if name != "report":
+            console.print(f"[yellow]{name}[/]: {path}")
+    console.print(f"[green]wrote[/] {out} ({summary.mode} mode): next, leadscore train --data {out}")
+
+
 @app.command()
 def features(
     data: Annotated[Path, typer.Option("--data", help="Data directory (leads, activities, stage_history).")],

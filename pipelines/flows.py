@@ -16,7 +16,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from features import build as feature_build
-from features import snapshots, validation
+from features import single_snapshot, snapshots, validation
 from features.config import FeatureConfig
 from features.history import ProspectHistory
 from features.spec import FeatureSpec, read_feature_table, write_feature_table
@@ -71,6 +71,11 @@ def build_features(
     return feature_build.build_features(history, as_of, config)
 
 
+@task(name="build_single_snapshot_features", cache_policy=NO_CACHE)
+def build_single_snapshot_features(history: ProspectHistory, config: FeatureConfig) -> tuple[pd.DataFrame, FeatureSpec]:
+    return single_snapshot.build_single_snapshot_features(history, config)
+
+
 @task(name="write_features", **IO_TASK)
 def write_features(frame: pd.DataFrame, spec: FeatureSpec, out: Path) -> Path:
     return write_feature_table(frame, spec, out)
@@ -104,13 +109,26 @@ def build_features_flow(
     as_of: list[str] | None = None,
     quarantine_dir: Path | None = None,
 ) -> BuildFeaturesSummary:
-    """load -> validate (quarantine) -> snapshots -> point-in-time features + labels -> Parquet."""
+    """load -> validate (quarantine) -> snapshots -> point-in-time features + labels -> Parquet.
+
+    A single-snapshot data directory (``mode: single_snapshot`` in its contract, e.g. from ``leadscore
+    import``) gets one row per lead labelled by its final outcome instead: it has no snapshots to choose.
+    """
     config = config or FeatureConfig()
     quarantine_dir = quarantine_dir or default_quarantine_dir(out)
     result = load_history(data_dir)
     quarantine_files = write_quarantine(result, quarantine_dir)
-    dates = choose_snapshots(result.history, as_of, config.snapshot_every_days)
-    frame, spec = build_features(result.history, dates, config)
+    if single_snapshot.is_single_snapshot(result.history.contract):
+        if as_of:
+            raise ValueError(
+                f"{data_dir} is a single-snapshot data set (one row per lead, as of its created time): "
+                "snapshot dates (--as-of) do not apply"
+            )
+        frame, spec = build_single_snapshot_features(result.history, config)
+        dates = pd.DatetimeIndex(frame["as_of"].unique()).sort_values()
+    else:
+        dates = choose_snapshots(result.history, as_of, config.snapshot_every_days)
+        frame, spec = build_features(result.history, dates, config)
     written = write_features(frame, spec, out)
     return BuildFeaturesSummary(
         out=written,

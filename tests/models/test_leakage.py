@@ -97,6 +97,23 @@ def test_a_feature_populated_for_one_class_only_is_flagged() -> None:
     assert not next(f for f in report.features if f.feature == "rare").flagged
 
 
+def test_a_sparse_feature_absent_from_a_small_class_by_chance_is_not_flagged() -> None:
+    # Like the simulator's days_since_event_attendance: filled on ~1.3% of rows, so about 4 of 300
+    # converted rows would hold it; holding none is chance (P ~ 2%), not leakage.
+    n_pos, n_neg = 300, 23_000
+    y = np.r_[np.ones(n_pos, dtype=np.int8), np.zeros(n_neg, dtype=np.int8)]
+    sparse = np.full(len(y), np.nan)
+    sparse[n_pos : n_pos + 303] = 1.0  # 303 non-converted rows only
+    dense = np.full(len(y), np.nan)
+    dense[n_pos : n_pos + 3000] = 1.0  # 13% of non-converted rows: ~39 converted rows expected, 0 seen
+    report = _probe(pd.DataFrame({"sparse": sparse, "dense": dense}), y)
+    by_name = {f.feature: f for f in report.features}
+    assert (by_name["sparse"].populated_positive, by_name["sparse"].populated_negative) == (0, 303)
+    assert not by_name["sparse"].flagged
+    assert by_name["dense"].flagged
+    assert "populated only for non-converted rows (0 of 300 converted, 3,000 of 23,000" in by_name["dense"].reason
+
+
 def test_out_of_fold_encoding_keeps_ids_low_and_leaky_categories_high() -> None:
     y = _labels(n=3000, seed=6)
     rng = np.random.default_rng(7)

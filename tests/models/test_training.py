@@ -126,12 +126,12 @@ def test_recorded_stage_column(feature_frame) -> None:
         train_models(df, spec_leaky, config)
 
 
-def test_single_snapshot_tables_are_refused(feature_frame) -> None:
+def test_unknown_feature_table_modes_are_refused(feature_frame) -> None:
     df, spec = feature_frame
-    single = type(spec)(categorical=spec.categorical, numeric=spec.numeric, horizon_days=90)
-    single.mode = "single_snapshot"
-    with pytest.raises(ValueError, match="needs a table built with mode 'history'"):
-        train_models(df, single, fast_config())
+    odd = type(spec)(categorical=spec.categorical, numeric=spec.numeric, horizon_days=90)
+    odd.mode = "monthly_rollup"
+    with pytest.raises(ValueError, match=r"mode 'monthly_rollup' is not supported for training: expected one of"):
+        train_models(df, odd, fast_config())
 
 
 def test_missing_feature_column_is_reported(feature_frame) -> None:

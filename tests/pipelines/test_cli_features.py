@@ -114,7 +114,7 @@ def test_validate_cli_writes_report(sim_dir: Path, tmp_path: Path) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for command in ("generate", "validate", "features", "run"):
+    for command in ("generate", "import", "validate", "features", "run"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
         assert "--" in result.output
