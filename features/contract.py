@@ -245,12 +245,9 @@ class Contract(BaseModel):
                 f"{path}: no data contract found. A data directory needs a {CONTRACT_FILE} declaring its "
                 "attributes, activity types, topics and stages (see docs/data-contract.md)."
             )
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ContractError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ContractError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+        from features.yamlfile import read_yaml_mapping
+
+        raw = read_yaml_mapping(path.read_text(encoding="utf-8"), str(path), ContractError)
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:

@@ -54,7 +54,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.contract import (
@@ -80,6 +79,7 @@ from features.validation import (
     load_history,
     write_quarantine,
 )
+from features.yamlfile import read_yaml_mapping
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -633,12 +633,7 @@ def snake_name(column: str) -> str:
 def _load_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MappingError(f"{path}: mapping file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise MappingError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise MappingError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = read_yaml_mapping(path.read_text(encoding="utf-8"), str(path), MappingError)
     boolean_keys = list(_boolean_keys(raw, ""))
     if boolean_keys:
         raise MappingError(

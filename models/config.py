@@ -14,10 +14,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.contract import format_validation_error
+from features.yamlfile import read_yaml_mapping
 from models.leakage import LeakageConfig
 
 TRAIN_CONFIG_VERSION = 1
@@ -314,15 +314,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_yaml(text: str, source: str) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise TrainConfigError(f"{source}: not valid YAML: {exc}") from exc
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise TrainConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
-    return raw
+    return read_yaml_mapping(text, source, TrainConfigError, empty_ok=True)
 
 
 def default_config_dict() -> dict[str, Any]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from features.config import FeatureConfig
 from features.contract import format_validation_error
+from features.yamlfile import read_yaml_mapping
 from models.config import TrainConfig, TrainConfigError, load_train_config, parse_train_config
 
 CONFIG_VERSION = 1
@@ -47,12 +47,7 @@ def load_config(path: str | Path | None) -> ProjectConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path.read_text(encoding="utf-8"), str(path), ConfigError, empty_ok=True)
     train_section = raw.pop("train", None) or {}
     if not isinstance(train_section, dict):
         raise ConfigError(f"{path}: 'train' must be a mapping")

@@ -55,10 +55,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.contract import format_validation_error
+from features.yamlfile import read_yaml_mapping
 
 if TYPE_CHECKING:
     from features.contract import Contract
@@ -253,12 +253,7 @@ def load_policy(path: str | Path | None = None) -> HandoffPolicy:
 
 def parse_policy(text: str, source: str = "<string>") -> HandoffPolicy:
     """Validate policy YAML text; ``source`` names it in errors."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise PolicyError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = read_yaml_mapping(text, source, PolicyError)
     try:
         return HandoffPolicy.model_validate(raw)
     except ValidationError as exc:
