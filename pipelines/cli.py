@@ -172,6 +172,8 @@ def features(
         raise typer.BadParameter("the feature table is written as Parquet: use a .parquet path", param_hint="--out")
     from pipelines.config import load_config
 
+    if as_of and every:
+        raise typer.BadParameter("give either --as-of dates or an --every spacing, not both", param_hint="--every")
     with user_errors():
         cfg = load_config(config)
         updates: dict[str, int] = {}

@@ -91,6 +91,7 @@ def test_features_cli_explicit_as_of(prefect_harness: None, sim_dir: Path, tmp_p
         (["--every", "soon"], "--every"),
         (["--horizon", "-3d"], "--horizon"),
         (["--as-of", "not-a-date"], "not-a-date"),
+        (["--as-of", "2024-06-03", "--every", "7d"], "not both"),
     ],
 )
 def test_features_cli_rejects_bad_options(sim_dir: Path, tmp_path: Path, args: list[str], fragment: str) -> None:
