@@ -170,6 +170,10 @@ class StageConfig(_Strict):
     valid_fraction: float = Field(
         default=0.15, gt=0, lt=1, description="share of leads held out of stage training for early stopping"
     )
+    decision_rule: Literal["macro_f1", "argmax"] = Field(
+        default="macro_f1",
+        description="how the named stage is chosen from the (calibrated) stage probabilities",
+    )
 
     @field_validator("buckets")
     @classmethod

@@ -181,8 +181,13 @@ def grade_table(y_true: Any, proba: Any, cutoffs: Mapping[str, float]) -> pd.Dat
 # -- stage --------------------------------------------------------------------------------------------
 
 
-def stage_metrics(y_true_labels: Any, proba: Any, labels: Sequence[str]) -> dict[str, Any]:
+def stage_metrics(
+    y_true_labels: Any, proba: Any, labels: Sequence[str], weights: Sequence[float] | np.ndarray | None = None
+) -> dict[str, Any]:
     """Accuracy, macro F1, multiclass log loss and the confusion matrix (rows = true, columns = predicted).
+
+    The predicted stage is ``argmax(proba * weights)`` (plain argmax without weights), the rule the
+    served model uses (see :func:`models.stage.fit_decision_weights`).
 
     Returns:
         ``{"accuracy", "macro_f1", "log_loss", "n", "labels", "confusion_matrix", "support"}``; the
@@ -198,7 +203,8 @@ def stage_metrics(y_true_labels: Any, proba: Any, labels: Sequence[str]) -> dict
         raise ValueError(f"true stage labels {unknown[:5]} are not among {labels}")
     if len(truth) == 0:
         raise ValueError("cannot evaluate on zero rows")
-    predicted = np.array(labels, dtype=object)[np.argmax(p, axis=1)]
+    w = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=np.float64)
+    predicted = np.array(labels, dtype=object)[np.argmax(p * w, axis=1)]
     codes = pd.Index(labels).get_indexer(pd.Index(truth))
     p_true = np.clip(p[np.arange(len(truth)), codes], _EPS, 1.0)
     cm = confusion_matrix(truth, predicted, labels=labels)

@@ -236,6 +236,7 @@ class ScoringModel:
         stage_labels: Sequence[str] = (),
         score_scale: ScoreScale | None = None,
         metadata: Mapping[str, Any] | None = None,
+        stage_weights: Sequence[float] | np.ndarray | None = None,
     ) -> None:
         features = list(spec.features)
         if list(encoder.feature_names_out_) != features:
@@ -258,6 +259,14 @@ class ScoringModel:
         self.stage_labels = list(stage_labels) if stage_booster is not None else []
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._stage_label_array = np.array(self.stage_labels, dtype=object)
+        # multipliers of the stage decision rule (named stage = argmax(proba * weights)); see models.stage
+        self.stage_weights = (
+            np.asarray(stage_weights, dtype=np.float64)
+            if stage_weights is not None
+            else np.ones(len(self.stage_labels))
+        )
+        if len(self.stage_weights) != len(self.stage_labels):
+            raise ValueError(f"{len(self.stage_weights)} stage weights for {len(self.stage_labels)} stage labels")
 
     @classmethod
     def from_models(
@@ -285,6 +294,7 @@ class ScoringModel:
             stage_labels=list(stage.classes_) if stage is not None else (),
             score_scale=readiness.score_scale_,
             metadata=metadata,
+            stage_weights=stage.decision_weights_ if stage is not None else None,
         )
 
     # -- description ----------------------------------------------------------------------------------
@@ -368,7 +378,7 @@ class ScoringModel:
         }
         if self.stage_booster is not None:
             proba = self.stage_proba_from_encoded(Xe)
-            out["stage"] = self._stage_label_array[np.argmax(proba, axis=1)]
+            out["stage"] = self._stage_label_array[np.argmax(proba * self.stage_weights, axis=1)]
             out["stage_proba"] = proba
         return out
 

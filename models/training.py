@@ -387,6 +387,7 @@ def fit_stage(prep: PreparedTraining) -> StageModel | None:
         params=sc.params.to_lightgbm(prep.config.seed),
         num_boost_round=sc.num_boost_round,
         early_stopping_rounds=sc.early_stopping_rounds,
+        decision_rule=sc.decision_rule,
         encoder=prep.encoder,
     ).fit(s.train, s.train[STAGE_TARGET], s.valid, s.valid[STAGE_TARGET])
     prep.timings["stage_fit"] = time.perf_counter() - t
@@ -460,7 +461,15 @@ def evaluate_models(
     stage_result: dict[str, Any] | None = None
     if stage_model is not None and split.stage is not None and split.stage.has_test:
         s = split.stage
-        stage_result = stage_metrics(s.test[STAGE_TARGET], stage_model.predict_proba(s.test), split.stage_labels)
+        stage_proba = stage_model.predict_proba(s.test)
+        stage_result = stage_metrics(
+            s.test[STAGE_TARGET], stage_proba, split.stage_labels, weights=stage_model.decision_weights_
+        )
+        stage_result["decision_rule"] = stage_model.decision_rule
+        stage_result["decision_weights"] = [float(w) for w in stage_model.decision_weights_]
+        argmax_result = stage_metrics(s.test[STAGE_TARGET], stage_proba, split.stage_labels)
+        stage_result["argmax_accuracy"] = argmax_result["accuracy"]
+        stage_result["argmax_macro_f1"] = argmax_result["macro_f1"]
         # References: always predicting the most frequent training stage, and the training class shares.
         counts = np.array([stage_model.class_counts_[k] for k in split.stage_labels], dtype=np.float64)
         prior = np.tile(counts / counts.sum(), (len(s.test), 1))

@@ -258,8 +258,10 @@ def _print_train_summary(summary: Any, settings: Any) -> None:
     if summary.stage_metrics:
         stage = summary.stage_metrics
         console.print(
-            f"stage: accuracy {_fmt(stage.get('accuracy'))}, macro F1 {_fmt(stage.get('macro_f1'))} "
-            f"(majority class '{stage.get('majority_class')}': {_fmt(stage.get('majority_class_accuracy'))}; "
+            f"stage ({stage.get('decision_rule', 'argmax')} rule): accuracy {_fmt(stage.get('accuracy'))}, "
+            f"macro F1 {_fmt(stage.get('macro_f1'))} (plain argmax: {_fmt(stage.get('argmax_accuracy'))} / "
+            f"{_fmt(stage.get('argmax_macro_f1'))}; "
+            f"majority class '{stage.get('majority_class')}': {_fmt(stage.get('majority_class_accuracy'))}; "
             f"test: {stage.get('test_strategy')})"
         )
     decision = summary.decision

@@ -33,7 +33,8 @@ def test_predict_output_contract(model: ScoringModel, rows: pd.DataFrame) -> Non
     assert set(out["grade"]) <= {"A", "B", "C", "D"}
     proba_cols = [f"stage_proba_{s}" for s in model.stage_labels]
     assert np.allclose(out[proba_cols].sum(axis=1), 1.0)
-    best = np.array(model.stage_labels)[out[proba_cols].to_numpy().argmax(axis=1)]
+    # the named stage follows the decision rule: argmax of the probabilities times the fitted weights
+    best = np.array(model.stage_labels)[(out[proba_cols].to_numpy() * model.stage_weights).argmax(axis=1)]
     assert (out["stage"].to_numpy() == best).all()
     assert np.array_equal(out["score"], model.score_scale(out["readiness"]))
     assert model.score_scale.method == "percentile"

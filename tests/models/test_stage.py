@@ -115,3 +115,31 @@ def test_stage_model_shares_a_given_encoder(long_feature_frame) -> None:
     )
     model.fit(X, y)
     assert model.encoder_ is encoder
+
+
+def test_decision_weights_name_rare_stages_that_plain_argmax_never_names() -> None:
+    from models.stage import fit_decision_weights, macro_f1_codes
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    truth = rng.choice(3, size=n, p=[0.03, 0.07, 0.90])
+    # calibrated-looking probabilities: informative but never above the majority class for the rare ones
+    signal = np.eye(3)[truth] * 0.25
+    raw = signal + rng.dirichlet([1, 2, 30], size=n)
+    proba = raw / raw.sum(axis=1, keepdims=True)
+    plain = np.argmax(proba, axis=1)
+    weights = fit_decision_weights(proba, truth)
+    weighted = np.argmax(proba * weights, axis=1)
+    assert weights[2] == 1.0  # the majority class keeps weight 1
+    assert macro_f1_codes(truth, weighted, 3) > macro_f1_codes(truth, plain, 3) + 0.05
+    assert set(np.unique(weighted)) == {0, 1, 2}
+
+
+def test_macro_f1_codes_matches_sklearn() -> None:
+    from sklearn.metrics import f1_score
+
+    from models.stage import macro_f1_codes
+
+    rng = np.random.default_rng(1)
+    truth, pred = rng.integers(0, 4, 500), rng.integers(0, 4, 500)
+    assert macro_f1_codes(truth, pred, 4) == pytest.approx(f1_score(truth, pred, average="macro"))
