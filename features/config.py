@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class FeatureConfig(BaseModel):
@@ -17,6 +19,15 @@ class FeatureConfig(BaseModel):
     trend_window_days: int = Field(default=30, gt=0, description="recent window vs the window before it")
     horizon_days: int = Field(default=90, gt=0, description="converted = conversion within (as_of, as_of + horizon]")
     snapshot_every_days: int = Field(default=7, gt=0)
+    # Some exports record outcomes only for part of their span (e.g. wins only from a given month): snapshots
+    # outside that part would be labelled "not converted" by a gap in the recording, not by the leads.
+    snapshot_start: dt.date | None = Field(
+        default=None,
+        description="first snapshot date (UTC) of the regular grid; default: one interval after the first lead",
+    )
+    snapshot_end: dt.date | None = Field(
+        default=None, description="last snapshot date (UTC) of the regular grid; default: the end of the data"
+    )
 
     @field_validator("windows_days")
     @classmethod
@@ -26,3 +37,13 @@ class FeatureConfig(BaseModel):
         if len(set(values)) != len(values):
             raise ValueError(f"duplicate windows: {values}")
         return sorted(values)
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> FeatureConfig:
+        if (
+            self.snapshot_start is not None
+            and self.snapshot_end is not None
+            and self.snapshot_end < self.snapshot_start
+        ):
+            raise ValueError(f"snapshot_end ({self.snapshot_end}) is before snapshot_start ({self.snapshot_start})")
+        return self

@@ -96,6 +96,7 @@ __all__ = [
     "builtin_mappings",
     "import_export",
     "load_mapping",
+    "recommended_config",
     "resolve_mapping",
     "snake_name",
 ]
@@ -669,14 +670,40 @@ def load_mapping(path: str | Path) -> MappingConfig:
         raise MappingError(f"{path}: invalid mapping:\n{format_validation_error(exc)}") from exc
 
 
+#: Suffix of the recommended modelling config shipped next to a mapping (``<name>.config.yaml``).
+RECOMMENDED_CONFIG_SUFFIX = ".config.yaml"
+
+
 def builtin_mappings() -> dict[str, Path]:
-    """The mapping files shipped with leadscore (``features/mappings/*.yaml``), by name."""
+    """The mapping files shipped with leadscore (``features/mappings/*.yaml``), by name.
+
+    Their recommended modelling configs (``<name>.config.yaml``) are not mappings: see :func:`recommended_config`.
+    """
     folder = resources.files(_BUILTIN_PACKAGE)
     return {
         Path(entry.name).stem: Path(str(entry))
         for entry in folder.iterdir()
-        if entry.name.endswith(".yaml") and entry.is_file()
+        if entry.name.endswith(".yaml") and not entry.name.endswith(RECOMMENDED_CONFIG_SUFFIX) and entry.is_file()
     }
+
+
+def recommended_config(name: str) -> Path:
+    """The recommended modelling config shipped for a shipped mapping (``features/mappings/<name>.config.yaml``).
+
+    Pass it to ``leadscore train --config`` (or ``pipelines.config.load_config``) for data imported with
+    that mapping: it sets what the data set needs (e.g. a shorter horizon, the snapshot range in which
+    outcomes were recorded) and says why in its comments.
+
+    Raises:
+        MappingError: ``name`` is not a shipped mapping, or no config is shipped for it.
+    """
+    shipped = builtin_mappings()
+    if name not in shipped:
+        raise MappingError(f"{name}: not a shipped mapping ({sorted(shipped)})")
+    path = shipped[name].with_name(f"{name}{RECOMMENDED_CONFIG_SUFFIX}")
+    if not path.is_file():
+        raise MappingError(f"{name}: no recommended modelling config is shipped ({path} is missing)")
+    return path
 
 
 def resolve_mapping(name_or_path: str | Path) -> Path:

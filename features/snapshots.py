@@ -28,6 +28,7 @@ from typing import Literal
 
 import pandas as pd
 
+from features.config import FeatureConfig
 from features.history import ProspectHistory
 
 TIME_UNIT: Literal["us"] = "us"
@@ -145,3 +146,18 @@ def snapshot_dates(
             "use a shorter interval or explicit as-of dates"
         )
     return pd.date_range(lo, hi, freq=every).as_unit(TIME_UNIT)
+
+
+def configured_snapshot_dates(history: ProspectHistory, config: FeatureConfig) -> pd.DatetimeIndex:
+    """The regular snapshot grid a modelling config asks for.
+
+    Every ``config.snapshot_every_days`` days, restricted to ``[config.snapshot_start, config.snapshot_end]``
+    when they are set (UTC dates; the grid itself never moves, see :func:`snapshot_dates`).
+
+    Raises:
+        ValueError: as :func:`snapshot_dates`, e.g. when no grid date falls in the configured range.
+    """
+    start = None if config.snapshot_start is None else pd.Timestamp(config.snapshot_start)
+    # The end date is inclusive: a grid date on that day (always a midnight) is kept.
+    end = None if config.snapshot_end is None else pd.Timestamp(config.snapshot_end)
+    return snapshot_dates(history, config.snapshot_every_days, start=start, end=end)

@@ -147,7 +147,12 @@ def fit_baselines(
     out[LOGISTIC] = logistic.calibrate(X_valid, y_va, calibration_method)
 
     hg = config.hist_gradient_boosting
-    prep = _hgb_preprocessor(categorical, numeric)
+    # A feature missing on every training row carries nothing a tree could split on, and scikit-learn's
+    # binning fails on such a column (no distinct values): the HistGradientBoosting inputs leave it out.
+    train_inputs = _categorical_as_object(X_train[[*categorical, *numeric]], categorical)
+    empty = {c for c in (*categorical, *numeric) if train_inputs[c].isna().all()}
+    hgb_categorical = [c for c in categorical if c not in empty]
+    prep = _hgb_preprocessor(hgb_categorical, [c for c in numeric if c not in empty])
     placeholder = BaselineModel(HIST_GB, Pipeline([("prep", prep)]), categorical, numeric)
     Xt = prep.fit_transform(placeholder._inputs(X_train))
     Xv = prep.transform(placeholder._inputs(X_valid))
@@ -157,7 +162,7 @@ def fit_baselines(
         max_leaf_nodes=hg.max_leaf_nodes,
         min_samples_leaf=hg.min_samples_leaf,
         l2_regularization=hg.l2_regularization,
-        categorical_features=list(range(len(categorical))),
+        categorical_features=list(range(len(hgb_categorical))),
         early_stopping=True,
         n_iter_no_change=hg.n_iter_no_change,
         random_state=seed,

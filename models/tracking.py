@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -44,6 +45,7 @@ CHAMPION_ALIAS = "champion"
 TEST_ROWS_ARTIFACT = "evaluation/test_rows.parquet"
 CONFIG_ARTIFACT = "config.yaml"
 LINEAGE_ARTIFACT = "lineage.json"
+LEAKAGE_ARTIFACT = "evaluation/leakage.json"
 PLOTS_DIR = "plots"
 BASELINE_PREFIX = "baseline_"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
@@ -584,6 +586,25 @@ def lineage_from_split(
     return DataLineage.from_data_dir(data_dir, row_counts=counts, date_spans=spans)
 
 
+def leakage_metrics(report: Any) -> dict[str, float]:
+    """Run metrics of a :class:`models.leakage.LeakageReport` (the probe runs before any model is fitted).
+
+    ``leakage.flagged``: features the probe flagged. A logged run got past the probe, so each of them is
+    acknowledged in ``train.leakage.acknowledge``: a non-zero value means someone vouched for a feature
+    that predicts the label on its own (worth a look in ``evaluation/leakage.json``).
+    ``leakage.max_feature_auc``: the highest single-feature AUC, i.e. how close the most predictive
+    feature came to the threshold (absent when no feature has an AUC). ``leakage.rows_probed``.
+    """
+    aucs = [f.auc for f in report.features if not math.isnan(f.auc)]
+    out = {
+        "leakage.flagged": float(sum(1 for f in report.features if f.flagged)),
+        "leakage.rows_probed": float(report.rows_probed),
+    }
+    if aucs:
+        out["leakage.max_feature_auc"] = float(max(aucs))
+    return out
+
+
 def log_training_result(
     target: TrackingTarget,
     result: Any,
@@ -599,9 +620,10 @@ def log_training_result(
 
     Maps the result onto the run layout: the leadscore readiness metrics under plain names,
     ``baseline_<name>.*`` for the baselines, ``leadscore_uncalibrated.*``, ``stage.*`` (numeric
-    stage metrics), ``timing.*`` (seconds); the config; best iterations, calibration and split
-    facts as params; the grade table, stage metrics and split summary as artifacts; the
-    readiness test snapshots (ids + labels) for promotion.
+    stage metrics), ``timing.*`` (seconds), ``leakage.*`` (:func:`leakage_metrics`, when the
+    probe ran); the config; best iterations, calibration and split facts as params; the grade
+    table, stage metrics, split summary and leakage report (``evaluation/leakage.json``) as
+    artifacts; the readiness test snapshots (ids + labels) for promotion.
     """
     from features.spec import LABEL_COLUMNS
 
@@ -622,6 +644,9 @@ def log_training_result(
         }
     )
     extra.update({f"timing.{k}": float(v) for k, v in (result.timings or {}).items()})
+    leakage = getattr(result, "leakage", None)
+    if leakage is not None:
+        extra.update(leakage_metrics(leakage))
 
     meta = getattr(result.model, "metadata", {}) or {}
     split_summary = result.split.summary()
@@ -645,6 +670,8 @@ def log_training_result(
         artifacts["evaluation/stage_metrics.json"] = stage_metrics
     if getattr(result, "notes", None):
         artifacts["evaluation/notes.json"] = {"notes": list(result.notes)}
+    if leakage is not None:
+        artifacts[LEAKAGE_ARTIFACT] = leakage.to_dict()
 
     test = result.test_frame
     test_rows = test[[c for c in (*ID_COLUMNS, *LABEL_COLUMNS) if c in test.columns]]

@@ -109,6 +109,8 @@ class TrainingResult:
     test_ids: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: The leakage probe's verdict on every feature (``None`` when ``leakage.enabled`` is false).
+    leakage: LeakageReport | None = None
 
     @property
     def test_frame(self) -> pd.DataFrame:
@@ -532,4 +534,5 @@ def evaluate_models(
         test_ids=test_ids,
         notes=notes,
         timings=timings,
+        leakage=prep.leakage,
     )

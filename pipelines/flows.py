@@ -58,10 +58,11 @@ def write_quarantine(result: validation.ValidationResult, out_dir: Path) -> dict
 
 
 @task(name="choose_snapshots", cache_policy=NO_CACHE)
-def choose_snapshots(history: ProspectHistory, as_of: list[str] | None, every_days: int) -> pd.DatetimeIndex:
+def choose_snapshots(history: ProspectHistory, as_of: list[str] | None, config: FeatureConfig) -> pd.DatetimeIndex:
+    """Explicit ``--as-of`` dates, else the config's regular grid (spacing and optional start/end)."""
     if as_of:
         return snapshots.parse_as_of(as_of)
-    return snapshots.snapshot_dates(history, every_days)
+    return snapshots.configured_snapshot_dates(history, config)
 
 
 @task(name="build_features", cache_policy=NO_CACHE)
@@ -127,7 +128,7 @@ def build_features_flow(
         frame, spec = build_single_snapshot_features(result.history, config)
         dates = pd.DatetimeIndex(frame["as_of"].unique()).sort_values()
     else:
-        dates = choose_snapshots(result.history, as_of, config.snapshot_every_days)
+        dates = choose_snapshots(result.history, as_of, config)
         frame, spec = build_features(result.history, dates, config)
     written = write_features(frame, spec, out)
     return BuildFeaturesSummary(

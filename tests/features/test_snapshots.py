@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
+from features.config import FeatureConfig
 from features.contract import Contract
 from features.history import ProspectHistory
-from features.snapshots import parse_as_of, parse_duration, snapshot_dates
+from features.snapshots import configured_snapshot_dates, parse_as_of, parse_duration, snapshot_dates
 
 
 def _utc(text: str) -> pd.Timestamp:
@@ -147,3 +150,33 @@ def test_snapshot_dates_error_when_data_is_shorter_than_an_interval():
 def test_snapshot_dates_rejects_bad_interval(every):
     with pytest.raises(ValueError, match="every_days"):
         snapshot_dates(_history(["2024-01-01"], activity_times=["2024-03-01"]), every)
+
+
+# -- configured_snapshot_dates -------------------------------------------------------------------------
+
+
+def test_configured_snapshot_dates_follow_spacing_start_and_inclusive_end():
+    history = _history(["2024-01-01"], activity_times=["2024-03-31"])
+    cfg = FeatureConfig(snapshot_every_days=7, snapshot_start=dt.date(2024, 1, 20), snapshot_end=dt.date(2024, 2, 19))
+    got = configured_snapshot_dates(history, cfg)
+    # Grid Jan 8, 15, 22, ...: starts at the first grid date on/after the start; Feb 19 is on the grid and kept.
+    assert list(got) == list(pd.date_range(_utc("2024-01-22"), _utc("2024-02-19"), freq="7D"))
+    assert got.dtype == "datetime64[us, UTC]"
+
+
+def test_configured_snapshot_dates_default_to_the_whole_grid():
+    history = _history(["2024-01-01"], activity_times=["2024-03-31"])
+    assert configured_snapshot_dates(history, FeatureConfig(snapshot_every_days=14)).equals(snapshot_dates(history, 14))
+
+
+def test_configured_snapshot_range_outside_the_data_is_a_clear_error():
+    history = _history(["2024-01-01"], activity_times=["2024-03-31"])
+    with pytest.raises(ValueError, match="no 7-day snapshot fits between"):
+        configured_snapshot_dates(history, FeatureConfig(snapshot_start=dt.date(2024, 6, 1)))
+
+
+def test_feature_config_reads_snapshot_dates_and_refuses_an_end_before_the_start():
+    cfg = FeatureConfig.model_validate({"snapshot_start": "2018-01-01", "snapshot_end": "2018-05-31"})
+    assert (cfg.snapshot_start, cfg.snapshot_end) == (dt.date(2018, 1, 1), dt.date(2018, 5, 31))
+    with pytest.raises(ValidationError, match=r"snapshot_end \(2018-01-01\) is before snapshot_start"):
+        FeatureConfig.model_validate({"snapshot_start": "2018-05-31", "snapshot_end": "2018-01-01"})

@@ -323,3 +323,58 @@ def test_postgres_log_register_and_load(
         assert any((tmp_path / "pg-artifacts").rglob("scoring_model.pkl"))
     finally:
         configure_mlflow(mlflow_target.tracking_uri, mlflow_target.artifact_root)
+
+
+# --------------------------------------------------------------------------------------------
+# the leakage probe's report in the run
+
+
+@pytest.mark.slow
+def test_training_result_logs_its_leakage_report(mlflow_target: TrackingTarget, feature_frame) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from models.tracking import LEAKAGE_ARTIFACT, log_training_result
+    from models.training import train_models
+    from tests.models.conftest import fast_config
+
+    df, spec = feature_frame
+    # A feature recorded with the outcome, which the user vouches for: training goes on, the run must say so.
+    rng = np.random.default_rng(0)
+    df = df.assign(crm_score=(df["converted"] * 3 + rng.normal(scale=0.3, size=len(df))).astype(np.float32))
+    spec = dataclasses.replace(spec, numeric=[*spec.numeric, "crm_score"])
+    result = train_models(df, spec, fast_config(stage={"enabled": False}, leakage={"acknowledge": ["crm_score"]}))
+    assert result.leakage is not None
+    assert [f.feature for f in result.leakage.acknowledged] == ["crm_score"]
+
+    run = log_training_result(
+        mlflow_target, result, experiment="leakage-report", registered_model_name=unique_name("leak")
+    )
+    client = mlflow_target.client()
+    metrics = client.get_run(run.run_id).data.metrics
+    assert metrics["leakage.flagged"] == 1.0
+    assert metrics["leakage.rows_probed"] == float(result.leakage.rows_probed)
+    assert metrics["leakage.max_feature_auc"] == pytest.approx(result.leakage.features[0].auc)
+    assert metrics["leakage.max_feature_auc"] > 0.95
+    logged = json.loads(Path(client.download_artifacts(run.run_id, LEAKAGE_ARTIFACT)).read_text())
+    assert logged["acknowledged"] == ["crm_score"]
+    assert logged["flagged"] == []  # nothing unacknowledged (it would have stopped training)
+    assert logged["features"]["crm_score"]["flagged"] is True
+    assert set(logged["features"]) == set(spec.features)
+
+
+@pytest.mark.slow
+def test_a_run_without_the_probe_logs_no_leakage_report(mlflow_target: TrackingTarget, trained) -> None:
+    import dataclasses
+
+    from models.tracking import LEAKAGE_ARTIFACT, log_training_result
+
+    assert trained.leakage is not None  # the probe is on by default
+    result = dataclasses.replace(trained, leakage=None)  # as with train.leakage.enabled: false
+    run = log_training_result(
+        mlflow_target, result, experiment="leakage-report", registered_model_name=unique_name("nl")
+    )
+    client = mlflow_target.client()
+    assert not any(k.startswith("leakage.") for k in client.get_run(run.run_id).data.metrics)
+    assert LEAKAGE_ARTIFACT not in {a.path for a in client.list_artifacts(run.run_id, "evaluation")}
