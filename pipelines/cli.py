@@ -359,6 +359,89 @@ def models_rollback() -> None:
 
 
 @app.command()
+def score(
+    data: Annotated[Path, typer.Option("--data", help="Data directory (leads, activities, stage_history).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also export the batch for CRM import (.parquet or .csv).")
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Score as of this time (default: now, capped at the data end + 1 day)."),
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Handoff policy YAML (default: the packaged policy).")
+    ] = None,
+) -> None:
+    """Score every open lead with the champion model, decide handoffs and write the batch atomically."""
+    if out is not None and out.suffix not in (".parquet", ".csv"):
+        raise typer.BadParameter("export as .parquet or .csv", param_hint="--out")
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    with user_errors():
+        from models.tracking import TrackingError
+        from serving.policy import PolicyError, load_policy
+        from serving.stores import StoreError
+
+        try:
+            load_policy(policy)  # fail fast on a bad policy, before loading the model and data
+            from pipelines.flows import score_batch_flow
+
+            summary = _run_with_status(
+                "scoring open leads (champion, features, scores, reasons, handoffs, atomic write)",
+                lambda: score_batch_flow(
+                    data,
+                    settings.score_store_url,
+                    settings.tracking_uri,
+                    settings.artifact_root,
+                    model_name=settings.model_name,
+                    alias=settings.champion_alias,
+                    policy_path=policy,
+                    as_of=as_of,
+                    out=out,
+                ),
+            )
+        except (PolicyError, TrackingError, StoreError, LookupError) as exc:
+            raise ValueError(str(exc)) from exc
+    _print_score_summary(summary)
+
+
+def _print_score_summary(summary: Any) -> None:
+    batch = summary.batch
+    table = Table(title=f"score batch {batch.batch_id}", show_header=False)
+    table.add_row("model", f"{batch.model_name} version {batch.model_version}")
+    table.add_row("policy", batch.policy_version)
+    table.add_row("as of", summary.as_of.isoformat())
+    table.add_row("open leads scored", f"{summary.n_leads:,}")
+    table.add_row("grades", "  ".join(f"{g}: {n:,}" for g, n in summary.grades.items()))
+    table.add_row("trends", "  ".join(f"{k}: {n:,}" for k, n in sorted(summary.trends.items())))
+    table.add_row("handed off", f"{summary.n_handoffs:,}")
+    table.add_row("explained (reasons, next-best action)", f"{summary.n_explained:,}")
+    if summary.export is not None:
+        table.add_row("export", str(summary.export))
+    console.print(table)
+    if summary.queue:
+        queue = Table(title="top of the handoff queue")
+        for column in ("lead", "score", "grade", "readiness", "stage", "top reason", "next-best action"):
+            queue.add_column(column)
+        for rec in summary.queue:
+            reasons = (rec.reasons or {}).get("positive") or []
+            action = rec.next_best_action or {}
+            queue.add_row(
+                rec.lead_id,
+                str(rec.score),
+                rec.grade,
+                f"{rec.readiness:.3f}",
+                rec.stage,
+                reasons[0]["text"] if reasons else "-",
+                action.get("label", "-"),
+            )
+        console.print(queue)
+    else:
+        console.print("no lead was handed off in this batch")
+
+
+@app.command()
 def run(
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo data and outputs go.")] = Path(
         ".leadscore/demo"
@@ -375,6 +458,75 @@ def run(
     if data is None and not (data_dir / "contract.yaml").exists():
         generate(out=data_dir, leads=leads, seed=seed, fmt="parquet")
     train(data=data_dir, config=config, work_dir=workdir)
+
+
+@app.command()
+def serve(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Data directory whose leads can be scored by lead_id (and its data contract)."),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Handoff policy YAML (default: the packaged policy).")
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="SQLAlchemy URL of the score store (default: SQLite in LEADSCORE_HOME)."),
+    ] = None,
+    poll_seconds: Annotated[
+        float, typer.Option("--poll-seconds", min=0, help="Check for a newly promoted champion this often (0 = never).")
+    ] = 30.0,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1, help="Larger request bodies are refused with 413.")
+    ] = 1_048_576,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
+) -> None:
+    """Serve the champion to the CRM: /v1/score, /v1/leads/{id}/score, /v1/handoff, /v1/feedback, /v1/model.
+
+    API keys come from $LEADSCORE_API_KEYS (comma-separated, name:key) and/or the file named by
+    $LEADSCORE_API_KEYS_FILE. One worker process; a newly promoted champion is picked up without restart.
+    """
+    import logging
+
+    import uvicorn
+
+    from pipelines.settings import get_settings
+    from serving.app import ServiceConfig, create_app
+    from serving.auth import load_api_keys
+    from serving.policy import load_policy
+    from serving.stores import default_store_url
+
+    settings = get_settings()
+    with user_errors():
+        config = ServiceConfig(
+            tracking_uri=settings.tracking_uri,
+            model_name=settings.model_name,
+            alias=settings.champion_alias,
+            policy=load_policy(policy),
+            store_url=store or default_store_url(settings.home_dir),
+            api_keys=load_api_keys(),
+            data_dir=data,
+            poll_seconds=poll_seconds,
+            max_body_bytes=max_body_bytes,
+        )
+        application = create_app(config)  # refuses to start without API keys
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One worker: the model and the feature snapshot live in this process. uvicorn's asyncio transports set
+    # TCP_NODELAY on every accepted connection (no 40 ms delayed-ACK stalls on small responses).
+    # Keep-alive longer than the usual 60 s idle timeout of load balancers and CRM HTTP clients, so they
+    # close idle connections first (the server closing one races with a request sent on it).
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        workers=1,
+        timeout_keep_alive=75,
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -256,3 +256,88 @@ def train_flow(
         notes=list(result.notes),
         timings=dict(result.timings),
     )
+
+
+# -- score-batch ------------------------------------------------------------------------------
+
+SCORE_BATCH_DEPLOYMENT = "score-batch-nightly"
+SCORE_BATCH_CRON = "0 2 * * *"  # every night at 02:00 (the Prefect server's time zone, UTC by default)
+
+
+@task(name="load_champion", **IO_TASK)
+def load_champion(
+    tracking_uri: str, artifact_root: Path | None, model_name: str, alias: str = "champion"
+) -> tuple[Any, Any]:
+    """The registered model behind ``alias`` and its load info (name, version, run)."""
+    from models.bundle import load_scoring_model
+
+    configure_mlflow(tracking_uri, artifact_root)
+    return load_scoring_model(f"models:/{model_name}@{alias}", tracking_uri=tracking_uri)
+
+
+@task(name="score_and_write_batch", cache_policy=NO_CACHE)
+def score_and_write_batch(
+    history: ProspectHistory,
+    model: Any,
+    model_info: Any,
+    policy_path: Path | None,
+    store_url: str,
+    as_of: str | None,
+    out: Path | None,
+) -> Any:
+    # Not retried: a retry after a committed write would record a second batch (and second handoffs).
+    from serving.batch import score_batch
+    from serving.policy import load_policy
+    from serving.stores import ScoreStore
+
+    policy = load_policy(policy_path)
+    store = ScoreStore(store_url)
+    try:
+        when = snapshots.parse_as_of([as_of])[0] if as_of else None
+        return score_batch(history, model, model_info, policy, store, as_of=when, out=out)
+    finally:
+        store.close()
+
+
+@flow(name="score-batch")
+def score_batch_flow(
+    data_dir: Path,
+    store_url: str,
+    tracking_uri: str,
+    artifact_root: Path | None = None,
+    model_name: str = "leadscore",
+    alias: str = "champion",
+    policy_path: Path | None = None,
+    as_of: str | None = None,
+    out: Path | None = None,
+) -> Any:
+    """champion -> history -> features as of now for all open leads -> score, grade, hand off -> atomic write.
+
+    Returns the :class:`serving.batch.BatchSummary`. Rejected input rows are quarantined next to the data
+    (``DATA/quarantine``) as in ``leadscore validate``.
+    """
+    model, info = load_champion(tracking_uri, artifact_root, model_name, alias)
+    result = load_history(data_dir)
+    write_quarantine(result, data_dir / "quarantine")
+    return score_and_write_batch(result.history, model, info, policy_path, store_url, as_of, out)
+
+
+def serve_score_batch(
+    parameters: dict[str, Any],
+    *,
+    name: str = SCORE_BATCH_DEPLOYMENT,
+    cron: str = SCORE_BATCH_CRON,
+) -> None:
+    """Serve the ``score-batch`` flow as a deployment on a nightly cron schedule (blocks until stopped).
+
+    ``parameters`` are the flow's arguments (``data_dir``, ``store_url``, ``tracking_uri`` ...). Needs a
+    Prefect API (``prefect server start`` or Prefect Cloud); see the README for ``prefect deploy`` usage.
+    """
+    score_batch_flow.serve(name=name, cron=cron, parameters=parameters)
+
+
+def score_batch_deployment(
+    parameters: dict[str, Any], *, name: str = SCORE_BATCH_DEPLOYMENT, cron: str = SCORE_BATCH_CRON
+) -> Any:
+    """The nightly ``score-batch`` deployment without serving it (for ``prefect.serve`` or inspection)."""
+    return score_batch_flow.to_deployment(name=name, cron=cron, parameters=parameters)

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     model_name: str = "leadscore"
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
+    store_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the score store (LEADSCORE_STORE_URL). Default: SQLite in the home directory.",
+    )
 
     @property
     def home_dir(self) -> Path:
@@ -41,6 +45,15 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.home_dir / "mlartifacts"
+
+    @property
+    def score_store_url(self) -> str:
+        """The score store: ``LEADSCORE_STORE_URL``, else ``leadscore.db`` in the home directory."""
+        if self.store_url:
+            return self.store_url
+        from serving.stores import default_store_url
+
+        return default_store_url(self.home_dir)
 
 
 def get_settings() -> Settings:

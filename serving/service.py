@@ -1,0 +1,630 @@
+"""The scoring service: predictions with reasons, needs, next-best action, trend and handoff decision.
+
+:class:`ScoringService` ties a :class:`~models.scoring.ScoringModel` to the handoff policy and, optionally,
+the score store (for trends and cool-downs) and a prospect history (to score leads by id). The batch flow
+(:mod:`serving.batch`) and the HTTP endpoint both use it, so a lead gets the same answer from both.
+
+What one scoring pass does (all vectorised over the leads):
+
+1. readiness, score and stage probabilities from the encoded features (one call per booster);
+2. grades under the policy (``probability``/``model`` cut-offs, or ``capacity`` ranks *within the leads
+   scored together*: for on-demand scoring in capacity mode the batch's grade is the reference);
+3. trend against each lead's latest stored score (``new`` without a store or a previous score);
+4. the handoff decision with its rule (grade, cool-down from the store's handoff log, weekly capacity);
+5. reasons and next-best action for the rows asked for (``explain``), needs for every row.
+
+On-demand scoring never records a handoff: the decision says what the policy would do now, and
+``handoff_id`` stays empty. Only a batch written with :meth:`serving.stores.ScoreStore.write_batch`
+creates handoffs.
+
+as_of
+-----
+Features are built point-in-time at ``as_of`` (see :mod:`features.build`): only data recorded strictly
+before it is used. When a caller gives no ``as_of`` it is :func:`default_as_of`: **now, but never later
+than the end of the data + 1 day**, floored to the minute. A history is often a static extract (the
+simulator's ends on 2025-12-31); scoring it "as of" a date long after its end would make every lead look
+inactive for months (every recency feature grows, every window count drops to 0) and the model would
+score a world where nobody has done anything. Capping at the data end + 1 day scores the extract as it
+stood; with live data (which ends about now) the cap changes nothing. The minute floor lets repeated
+requests share one feature build; it only leaves out events of the current minute. Every prediction
+carries the ``as_of`` used.
+
+Fast path
+---------
+For leads of the configured history at the default ``as_of``, features for all open leads are built once
+(one :func:`features.build.build_features` call) and kept encoded; a single lead is then one row of a
+numpy matrix, with no pandas on the request path except the policy's handoff helper. An explicit
+``as_of`` builds features for just the requested leads from a per-lead index of the history.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from features.build import build_features
+from features.config import FeatureConfig
+from features.history import ProspectHistory
+from models.explanation import CounterfactualAction, Explainer
+from models.scoring import ScoringModel
+from serving.policy import (
+    CapacityGrading,
+    HandoffPolicy,
+    assign_grades,
+    decide_handoff,
+    trends,
+    week_start,
+)
+from serving.schemas import ActionSuggestion, HandoffDecision, ModelRef, Prediction, Reasons
+
+if TYPE_CHECKING:
+    from serving.stores import ScoreStore
+
+EXPLAIN_TOP: Literal["top"] = "top"
+"""``explain=EXPLAIN_TOP``: reasons and next-best action for grades in ``explain_grades`` and handoffs."""
+DEFAULT_EXPLAIN_GRADES: tuple[str, ...] = ("A", "B")
+Explain = bool | np.ndarray | Sequence[bool] | Literal["top"]
+
+
+class UnknownLeadError(LookupError):
+    """The lead is not in the service's prospect history."""
+
+
+class LeadNotOpenError(LookupError):
+    """The lead exists but is not open at ``as_of`` (not yet created, converted or closed)."""
+
+
+def default_as_of(data_end: pd.Timestamp | datetime | None, now: datetime | None = None) -> pd.Timestamp:
+    """Now, but never later than ``data_end`` + 1 day, floored to the minute (UTC); see the module docstring."""
+    current = pd.Timestamp(now if now is not None else datetime.now(UTC))
+    current = current.tz_localize("UTC") if current.tzinfo is None else current.tz_convert("UTC")
+    if data_end is not None and not pd.isna(data_end):
+        end = pd.Timestamp(data_end)
+        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+        current = min(current, end + pd.Timedelta(days=1))
+    return current.floor("min")
+
+
+def _as_of_timestamp(as_of: pd.Timestamp | datetime | str) -> pd.Timestamp:
+    ts = pd.Timestamp(as_of)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if ts != ts.floor("s"):
+        raise ValueError(f"as_of must be whole seconds, got {ts.isoformat()}")
+    return ts
+
+
+def model_ref(model: ScoringModel, info: Any) -> ModelRef:
+    """Name and version of the served model from its load info (``models.bundle.LoadedModelInfo``).
+
+    A model loaded outside the registry has no name/version: the name falls back to ``unregistered`` and
+    the version to the run id, or to the model's training time.
+    """
+    name = getattr(info, "name", None) or "unregistered"
+    version = getattr(info, "version", None)
+    if version is None:
+        version = getattr(info, "run_id", None) or model.metadata.get("trained_at") or "unknown"
+    return ModelRef(name=str(name), version=str(version)[:64])
+
+
+def feature_config_of(model: ScoringModel) -> FeatureConfig:
+    """The feature configuration the model was trained with (windows, trend window, horizon)."""
+    spec = model.spec
+    return FeatureConfig(
+        windows_days=list(spec.windows_days), trend_window_days=spec.trend_window_days, horizon_days=spec.horizon_days
+    )
+
+
+@dataclass
+class ScoredLeads:
+    """One scoring pass, column-wise (row ``i`` of every array is lead ``lead_ids[i]``)."""
+
+    lead_ids: np.ndarray
+    readiness: np.ndarray
+    score: np.ndarray
+    grade: np.ndarray
+    stage: np.ndarray
+    stage_proba: np.ndarray
+    stage_labels: list[str]
+    trend: np.ndarray
+    previous_score: np.ndarray
+    handoff: np.ndarray
+    handoff_rule: np.ndarray
+    explained: np.ndarray
+    reasons: list[dict[str, Any] | None]
+    needs: list[list[str]]
+    next_best_action: list[dict[str, Any] | None]
+    as_of: list[datetime | None]
+    scored_at: datetime
+    model: ModelRef
+    policy_version: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.lead_ids)
+
+    def stage_probabilities(self) -> list[dict[str, float]]:
+        labels = self.stage_labels
+        return [dict(zip(labels, row, strict=True)) for row in self.stage_proba.tolist()]
+
+    def to_store_frame(self) -> pd.DataFrame:
+        """The frame :meth:`serving.stores.ScoreStore.write_batch` takes."""
+        return pd.DataFrame(
+            {
+                "lead_id": self.lead_ids.astype(object),
+                "readiness": self.readiness,
+                "score": self.score,
+                "grade": self.grade.astype(object),
+                "stage": self.stage.astype(object),
+                "stage_probabilities": self.stage_probabilities(),
+                "trend": self.trend,
+                "handoff": self.handoff,
+                "handoff_rule": self.handoff_rule,
+                "reasons": self.reasons,
+                "needs": self.needs,
+                "next_best_action": self.next_best_action,
+            }
+        )
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """Plain JSON-able dicts shaped like :class:`~serving.schemas.Prediction` (handoff_id empty)."""
+        probs = self.stage_probabilities()
+        model = self.model.model_dump()
+        out = []
+        for i in range(len(self)):
+            as_of = self.as_of[i]
+            out.append(
+                {
+                    "lead_id": str(self.lead_ids[i]),
+                    "readiness": float(self.readiness[i]),
+                    "score": int(self.score[i]),
+                    "grade": str(self.grade[i]),
+                    "stage": str(self.stage[i]),
+                    "stage_probabilities": probs[i],
+                    "reasons": self.reasons[i],
+                    "needs": self.needs[i],
+                    "next_best_action": self.next_best_action[i],
+                    "trend": str(self.trend[i]),
+                    "handoff": {
+                        "handoff": bool(self.handoff[i]),
+                        "rule": str(self.handoff_rule[i]),
+                        "handoff_id": None,
+                    },
+                    "model": dict(model),
+                    "scored_at": self.scored_at,
+                    "as_of": as_of,
+                    "policy_version": self.policy_version,
+                }
+            )
+        return out
+
+    def to_predictions(self) -> list[Prediction]:
+        """Validated :class:`~serving.schemas.Prediction` objects."""
+        out = []
+        for rec in self.to_records():
+            out.append(
+                Prediction(
+                    lead_id=rec["lead_id"],
+                    readiness=rec["readiness"],
+                    score=rec["score"],
+                    grade=rec["grade"],
+                    stage=rec["stage"],
+                    stage_probabilities=rec["stage_probabilities"],
+                    reasons=Reasons.model_validate(rec["reasons"]) if rec["reasons"] is not None else None,
+                    needs=rec["needs"],
+                    next_best_action=(
+                        ActionSuggestion.model_validate(rec["next_best_action"])
+                        if rec["next_best_action"] is not None
+                        else None
+                    ),
+                    trend=rec["trend"],
+                    handoff=HandoffDecision(handoff=rec["handoff"]["handoff"], rule=rec["handoff"]["rule"]),
+                    model=self.model,
+                    scored_at=rec["scored_at"],
+                    as_of=rec["as_of"],
+                    policy_version=rec["policy_version"],
+                )
+            )
+        return out
+
+
+@dataclass
+class _EncodedSnapshot:
+    """Encoded features of every lead open at one ``as_of`` of the configured history."""
+
+    as_of: pd.Timestamp
+    row_of: dict[str, int]
+    lead_ids: np.ndarray
+    Xe: np.ndarray
+
+
+class _LeadIndex:
+    """Row positions of each lead in the three history tables, to cut a one-lead history cheaply."""
+
+    def __init__(self, history: ProspectHistory) -> None:
+        self.history = history
+        self.leads = self._positions(history.leads)
+        self.activities = self._positions(history.activities)
+        self.stages = self._positions(history.stage_history)
+
+    @staticmethod
+    def _positions(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        if len(frame) == 0:
+            return {}
+        codes, uniques = pd.factorize(frame["lead_id"], sort=False)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+        return {str(u): order[bounds[i] : bounds[i + 1]] for i, u in enumerate(uniques)}
+
+    def subset(self, lead_ids: Sequence[str]) -> ProspectHistory:
+        empty = np.empty(0, dtype=np.intp)
+        h = self.history
+
+        def take(frame: pd.DataFrame, index: dict[str, np.ndarray]) -> pd.DataFrame:
+            parts = [index.get(lead, empty) for lead in lead_ids]
+            rows = np.sort(np.concatenate(parts)) if parts else empty
+            return frame.iloc[rows].reset_index(drop=True)
+
+        return ProspectHistory(
+            contract=h.contract,
+            leads=take(h.leads, self.leads),
+            activities=take(h.activities, self.activities),
+            stage_history=take(h.stage_history, self.stages),
+        )
+
+
+class ScoringService:
+    """Score leads with explanations, trends and handoff decisions (see the module docstring).
+
+    Args:
+        model: the unwrapped scoring model (``models.bundle.load_scoring_model``); it must have a stage model.
+        model_info: where the model came from (``LoadedModelInfo``: name and version are reported).
+        policy: the handoff policy; its horizon must match the model's.
+        store: score store for trends and cool-downs (``None``: every trend is ``new``, no cool-down).
+        history: prospect history for scoring leads by id (:meth:`score_leads`).
+        explain_grades: grades that get reasons with ``explain="top"`` (handoffs always do).
+
+    Raises:
+        PolicyError: the policy's horizon or actions do not fit the model or the history's contract.
+        ValueError: the model has no stage model.
+    """
+
+    def __init__(
+        self,
+        model: ScoringModel,
+        model_info: Any,
+        policy: HandoffPolicy,
+        store: ScoreStore | None = None,
+        *,
+        history: ProspectHistory | None = None,
+        explain_grades: Sequence[str] = DEFAULT_EXPLAIN_GRADES,
+    ) -> None:
+        if not model.has_stage:
+            raise ValueError(
+                "the scoring model has no stage model; every prediction needs a stage (retrain with stage)"
+            )
+        policy.check_horizon(model.horizon_days)
+        self.model = model
+        self.model_info = model_info
+        self.policy = policy
+        self.store = store
+        self.model_ref = model_ref(model, model_info)
+        self.feature_config = feature_config_of(model)
+        self.explain_grades = tuple(explain_grades)
+        self.explainer = Explainer(
+            model,
+            [
+                CounterfactualAction(a.name, a.activity_type, a.label, count=a.count, topic=a.topic)
+                for a in policy.next_best_actions
+            ],
+            n_positive=policy.reasons.positive,
+            n_negative=policy.reasons.negative,
+        )
+        self.history: ProspectHistory | None = None
+        self.data_end: pd.Timestamp | None = None
+        self._lock = threading.Lock()
+        self._snapshots: dict[pd.Timestamp, _EncodedSnapshot] = {}
+        self._index: _LeadIndex | None = None
+        if history is not None:
+            self.set_history(history)
+
+    # -- configuration ------------------------------------------------------------------------------
+    def set_history(self, history: ProspectHistory) -> None:
+        """Use ``history`` to score leads by id (drops cached features)."""
+        self.policy.check_against_contract(history.contract)
+        with self._lock:
+            self.history = history
+            self.data_end = history.span[1] if len(history.leads) else None
+            self._snapshots.clear()
+            self._index = None
+
+    def default_as_of(self, now: datetime | None = None) -> pd.Timestamp:
+        """:func:`default_as_of` for the configured history (now, floored to the minute, without one)."""
+        return default_as_of(self.data_end, now)
+
+    # -- the scoring pass ---------------------------------------------------------------------------
+    def _explain_mask(self, explain: Explain, grades: np.ndarray, handoff: np.ndarray) -> np.ndarray:
+        n = len(grades)
+        if isinstance(explain, str):
+            if explain != EXPLAIN_TOP:
+                raise ValueError(f"explain must be a bool, a boolean mask or '{EXPLAIN_TOP}', got '{explain}'")
+            return np.isin(grades, self.explain_grades) | handoff
+        if isinstance(explain, bool | np.bool_):
+            return np.full(n, bool(explain))
+        mask = np.asarray(explain)
+        if mask.dtype != np.bool_ or mask.shape != (n,):
+            raise ValueError(f"an explain mask must be {n} booleans, got dtype {mask.dtype} and shape {mask.shape}")
+        return mask
+
+    def score_encoded(
+        self,
+        lead_ids: Sequence[str] | np.ndarray,
+        Xe: np.ndarray,
+        *,
+        explain: Explain = True,
+        as_of: Sequence[datetime | None] | datetime | None = None,
+        scored_at: datetime | None = None,
+    ) -> ScoredLeads:
+        """Score already encoded feature rows (see :meth:`ScoringModel.encode`); the core of every path."""
+        import time
+
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        ids = np.asarray(lead_ids, dtype=object)
+        n = len(ids)
+        if Xe.shape != (n, len(self.model.feature_names)):
+            raise ValueError(f"expected {n} encoded rows of {len(self.model.feature_names)} features, got {Xe.shape}")
+        if len(set(ids.tolist())) != n:
+            raise ValueError("lead_ids must be unique within one scoring pass")
+        now = scored_at or datetime.now(UTC)
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError("scored_at must be timezone-aware")
+        now = now.astimezone(UTC)
+        policy = self.policy
+
+        out = self.model.outputs_from_encoded(Xe)
+        readiness = out["readiness"]
+        timings["predict"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        id_text = ids.astype(str)
+        grades = assign_grades(readiness, policy, lead_ids=id_text, model_cutoffs=self.model.grade_cutoffs)
+        previous = np.full(n, np.nan)
+        last_handoffs: Mapping[str, datetime] = {}
+        handoffs_this_week = 0
+        if self.store is not None and n:
+            prev = self.store.previous_scores(id_text.tolist())
+            if prev:
+                previous = np.array([prev[i].score if i in prev else np.nan for i in id_text.tolist()], dtype=float)
+            since = now - timedelta(days=policy.cooldown_days)
+            last_handoffs = self.store.last_handoff_times(id_text.tolist(), since=since)
+            if isinstance(policy.grading, CapacityGrading):
+                handoffs_this_week = self.store.count_handoffs_since(week_start(now))
+        trend = trends(previous, out["score"], policy)
+        handoff, rules = decide_handoff(
+            grades,
+            id_text,
+            last_handoffs,
+            now,
+            policy,
+            readiness=readiness,
+            handoffs_this_week=handoffs_this_week,
+        )
+        timings["policy"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        mask = self._explain_mask(explain, grades, handoff)
+        reasons: list[dict[str, Any] | None] = [None] * n
+        actions: list[dict[str, Any] | None] = [None] * n
+        rows = np.flatnonzero(mask)
+        if len(rows):
+            sub = Xe[rows]
+            explained_reasons = self.explainer.reasons_from_encoded(sub)
+            explained_actions = self.explainer.next_best_actions_from_encoded(sub, readiness[rows])
+            for k, i in enumerate(rows.tolist()):
+                reasons[i] = explained_reasons[k]
+                actions[i] = explained_actions[k]
+        needs = self.explainer.needs_from_encoded(Xe)
+        timings["explain"] = time.perf_counter() - t
+
+        if as_of is None or isinstance(as_of, datetime):
+            as_of_list: list[datetime | None] = [as_of] * n
+        else:
+            as_of_list = list(as_of)
+            if len(as_of_list) != n:
+                raise ValueError(f"as_of has {len(as_of_list)} entries for {n} rows")
+        return ScoredLeads(
+            lead_ids=ids,
+            readiness=readiness,
+            score=out["score"],
+            grade=np.asarray(grades, dtype=object),
+            stage=out["stage"],
+            stage_proba=out["stage_proba"],
+            stage_labels=list(self.model.stage_labels),
+            trend=trend,
+            previous_score=previous,
+            handoff=handoff,
+            handoff_rule=rules,
+            explained=mask,
+            reasons=reasons,
+            needs=needs,
+            next_best_action=actions,
+            as_of=as_of_list,
+            scored_at=now,
+            model=self.model_ref,
+            policy_version=policy.policy_version,
+            timings=timings,
+        )
+
+    def score_frame(
+        self,
+        features_df: pd.DataFrame,
+        explain: Explain = True,
+        *,
+        as_of: datetime | None = None,
+        scored_at: datetime | None = None,
+        as_records: bool = False,
+    ) -> list[Prediction] | list[dict[str, Any]]:
+        """Score a feature table (``lead_id`` and the model's feature columns; ``as_of`` used if present).
+
+        Args:
+            features_df: one row per lead, e.g. from :func:`features.build.build_features`.
+            explain: ``True``/``False`` for all rows, a boolean mask, or ``"top"`` (grades A/B and handoffs).
+            as_of: the as-of time reported when the frame has no ``as_of`` column.
+            scored_at: decision time (default now).
+            as_records: return plain dicts instead of validated :class:`Prediction` objects.
+        """
+        if "lead_id" not in features_df.columns:
+            raise ValueError("the feature table needs a 'lead_id' column")
+        if "as_of" in features_df.columns:
+            as_of_values: list[datetime | None] | datetime | None = [
+                None if pd.isna(v) else pd.Timestamp(v).to_pydatetime() for v in features_df["as_of"]
+            ]
+        else:
+            as_of_values = as_of
+        scored = self.score_encoded(
+            features_df["lead_id"].astype(str).to_numpy(dtype=object),
+            self.model.encode(features_df),
+            explain=explain,
+            as_of=as_of_values,
+            scored_at=scored_at,
+        )
+        return scored.to_records() if as_records else scored.to_predictions()
+
+    # -- from a history -----------------------------------------------------------------------------
+    def features_at(
+        self, history: ProspectHistory, as_of: pd.Timestamp | datetime | str, lead_ids: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Point-in-time features of the leads open at ``as_of`` (all, or those of ``lead_ids``)."""
+        ts = _as_of_timestamp(as_of)
+        if lead_ids is not None:
+            wanted = list(dict.fromkeys(str(lead) for lead in lead_ids))
+            if history is self.history:
+                index = self._lead_index()
+                unknown = [lead for lead in wanted if lead not in index.leads]
+                if unknown:
+                    raise UnknownLeadError(f"unknown lead(s) {unknown[:5]} (not in the prospect history)")
+                history = index.subset(wanted)
+            else:
+                known = set(history.leads["lead_id"].tolist())
+                unknown = [lead for lead in wanted if lead not in known]
+                if unknown:
+                    raise UnknownLeadError(f"unknown lead(s) {unknown[:5]} (not in the prospect history)")
+                if len(known) > len(wanted):  # a history already cut to these leads is used as it is
+                    history = _LeadIndex(history).subset(wanted)
+        frame, _ = build_features(history, [ts], self.feature_config)
+        return frame
+
+    def score_history(
+        self,
+        history: ProspectHistory,
+        lead_ids: Sequence[str] | None = None,
+        as_of: pd.Timestamp | datetime | str | None = None,
+        *,
+        explain: Explain = True,
+        scored_at: datetime | None = None,
+        as_records: bool = False,
+    ) -> list[Prediction] | list[dict[str, Any]]:
+        """Build point-in-time features for ``lead_ids`` (default: every open lead) at ``as_of``, then score.
+
+        ``as_of`` defaults to :func:`default_as_of` with the end of the *configured* history (so a history
+        cut to a few leads is scored at the same time as the whole extract), else of ``history``. Leads not
+        open at ``as_of`` are reported with :class:`LeadNotOpenError` when named explicitly.
+        """
+        if as_of is not None:
+            ts = _as_of_timestamp(as_of)
+        else:
+            ts = default_as_of(self.data_end if self.data_end is not None else history.span[1], scored_at)
+        frame = self.features_at(history, ts, lead_ids)
+        if lead_ids is not None:
+            self._check_open(lead_ids, frame["lead_id"].astype(str).tolist(), ts)
+        return self.score_frame(frame, explain, scored_at=scored_at, as_records=as_records)
+
+    @staticmethod
+    def _check_open(wanted: Sequence[str], found: Sequence[str], as_of: pd.Timestamp) -> None:
+        have = set(found)
+        closed = [lead for lead in wanted if lead not in have]
+        if closed:
+            raise LeadNotOpenError(
+                f"lead(s) {closed[:5]} not open at {as_of.isoformat()} (created later, converted or closed)"
+            )
+
+    # -- fast path for leads of the configured history ----------------------------------------------
+    def _lead_index(self) -> _LeadIndex:
+        if self.history is None:
+            raise RuntimeError("no prospect history is configured (ScoringService(history=...))")
+        with self._lock:
+            if self._index is None:
+                self._index = _LeadIndex(self.history)
+            return self._index
+
+    def snapshot(self, as_of: pd.Timestamp) -> _EncodedSnapshot:
+        """Encoded features of every open lead of the configured history at ``as_of`` (cached, 2 kept)."""
+        if self.history is None:
+            raise RuntimeError("no prospect history is configured (ScoringService(history=...))")
+        with self._lock:
+            snap = self._snapshots.get(as_of)
+            if snap is not None:
+                return snap
+        frame, _ = build_features(self.history, [as_of], self.feature_config)
+        ids = frame["lead_id"].astype(str).to_numpy(dtype=object)
+        snap = _EncodedSnapshot(as_of, {lead: i for i, lead in enumerate(ids.tolist())}, ids, self.model.encode(frame))
+        with self._lock:
+            while len(self._snapshots) >= 2:
+                self._snapshots.pop(next(iter(self._snapshots)))
+            self._snapshots[as_of] = snap
+        return snap
+
+    def score_leads(
+        self,
+        lead_ids: Sequence[str],
+        as_of: pd.Timestamp | datetime | None = None,
+        *,
+        explain: Explain = True,
+        scored_at: datetime | None = None,
+    ) -> ScoredLeads:
+        """Score leads of the configured history by id (the HTTP ``lead_id`` path).
+
+        Raises:
+            UnknownLeadError: a lead is not in the history.
+            LeadNotOpenError: a lead is not open at ``as_of``.
+        """
+        if self.history is None:
+            raise RuntimeError("no prospect history is configured (ScoringService(history=...))")
+        wanted = [str(lead) for lead in lead_ids]
+        if as_of is None:
+            ts = self.default_as_of(scored_at)
+            snap = self.snapshot(ts)
+            rows = [snap.row_of.get(lead) for lead in wanted]
+            if any(r is None for r in rows):
+                index = self._lead_index()
+                unknown = [lead for lead in wanted if lead not in index.leads]
+                if unknown:
+                    raise UnknownLeadError(f"unknown lead(s) {unknown[:5]} (not in the prospect history)")
+                self._check_open(wanted, list(snap.row_of), ts)
+            Xe = snap.Xe[np.array(rows, dtype=np.intp)]
+        else:
+            ts = _as_of_timestamp(as_of)
+            index = self._lead_index()
+            unknown = [lead for lead in wanted if lead not in index.leads]
+            if unknown:
+                raise UnknownLeadError(f"unknown lead(s) {unknown[:5]} (not in the prospect history)")
+            frame, _ = build_features(index.subset(wanted), [ts], self.feature_config)
+            found = frame["lead_id"].astype(str).tolist()
+            self._check_open(wanted, found, ts)
+            position = {lead: i for i, lead in enumerate(found)}
+            Xe = self.model.encode(frame)[[position[lead] for lead in wanted]]
+        return self.score_encoded(
+            np.array(wanted, dtype=object), Xe, explain=explain, as_of=ts.to_pydatetime(), scored_at=scored_at
+        )
+
+    def score_lead(
+        self, lead_id: str, as_of: pd.Timestamp | datetime | None = None, *, explain: bool = True
+    ) -> Prediction:
+        """One lead of the configured history, as a validated :class:`Prediction`."""
+        return self.score_leads([lead_id], as_of, explain=explain).to_predictions()[0]

@@ -1,0 +1,554 @@
+"""The CRM endpoint (serving/app.py) and the champion hot swap (serving/model_watch.py).
+
+One small simulated data set and one real trained model (registered in the session's MLflow store) are
+shared by the whole module; each app under test loads the registered pyfunc through the real lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from features.history import ProspectHistory
+from models.bundle import LoadedModelInfo
+from models.tracking import TrackingTarget
+from serving.app import ServiceConfig, create_app
+from serving.auth import ApiKeyring, parse_api_keys
+from serving.model_watch import ChampionWatcher
+from serving.policy import HandoffPolicy, load_policy
+from serving.schemas import Prediction
+from serving.stores import ScoreStore
+from tests.models.mlflow_fixtures import mlflow_target  # noqa: F401  (session fixture)
+
+KEY = "test-key-0123456789abcdef"
+OTHER_KEY = "unknown-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MAX_BODY = 64 * 1024
+
+
+# -- shared data and model -------------------------------------------------------------------------
+@dataclass
+class Trained:
+    data: Path
+    history: ProspectHistory
+    model: Any
+    model_name: str
+    tracking_uri: str
+    source: str  # artifact location of version 1 (new versions can point at it)
+    run_id: str
+    as_of: datetime
+    store_url: str
+    policy: HandoffPolicy
+    handed_off: list[tuple[str, str]]  # (lead_id, handoff_id) of the stored batch
+    open_ids: list[str]  # leads open at as_of (sorted)
+
+
+def _batch_frame(model: Any, features: pd.DataFrame, policy: HandoffPolicy) -> pd.DataFrame:
+    """A scores frame from the model's real outputs (the top 3 leads handed off)."""
+    arrays = model.predict_arrays(features)
+    n = len(features)
+    top = set(np.argsort(-arrays["readiness"])[:3].tolist())
+    labels = model.stage_labels
+    return pd.DataFrame(
+        {
+            "lead_id": features["lead_id"].astype(str).to_numpy(),
+            "readiness": arrays["readiness"],
+            "score": arrays["score"],
+            "grade": arrays["grade"].astype(str),
+            "stage": arrays["stage"].astype(str),
+            "stage_probabilities": [dict(zip(labels, row.tolist(), strict=True)) for row in arrays["stage_proba"]],
+            "trend": "new",
+            "handoff": [i in top for i in range(n)],
+            "handoff_rule": ["top 3 of the test batch" if i in top else "not in the top 3" for i in range(n)],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, mlflow_target: TrackingTarget) -> Trained:  # noqa: F811
+    from features.build import build_features
+    from features.config import FeatureConfig
+    from features.simulator import generate
+    from features.snapshots import snapshot_dates
+    from features.validation import load_history
+    from models.tracking import log_training_result
+    from models.training import train_models
+    from tests.models.conftest import fast_config
+
+    base = tmp_path_factory.mktemp("serving-app")
+    data = base / "data"
+    generate(2000, 3, data)
+    history = load_history(data).history
+    config = FeatureConfig()
+    frame, spec = build_features(history, snapshot_dates(history, 14), config)
+    result = train_models(frame, spec, fast_config())
+    name = f"serve-{uuid.uuid4().hex[:8]}"
+    run = log_training_result(mlflow_target, result, experiment="serving-tests", registered_model_name=name)
+    client = mlflow_target.client()
+    client.set_registered_model_alias(name, "champion", str(run.version))
+    source = client.get_model_version(name, str(run.version)).source
+
+    as_of = history.span[1].to_pydatetime().replace(microsecond=0)
+    latest, _ = build_features(history, [pd.Timestamp(as_of)], config)
+    policy = load_policy(None).model_copy(update={"horizon_days": result.model.horizon_days})
+    store_url = f"sqlite:///{base / 'store.db'}"
+    scores = _batch_frame(result.model, latest.head(40), policy)
+    with ScoreStore(store_url) as store:
+        store.write_batch(
+            scores, model_name=name, model_version=str(run.version), policy_version=policy.policy_version, as_of=as_of
+        )
+        page = store.handoff_queue(limit=10)
+    handed = [(r.lead_id, r.handoff_id) for r in page.items if r.handoff_id is not None]
+    assert len(handed) == 3
+    return Trained(
+        data=data,
+        history=history,
+        model=result.model,
+        model_name=name,
+        tracking_uri=mlflow_target.tracking_uri,
+        source=source,
+        run_id=run.run_id,
+        as_of=as_of,
+        store_url=store_url,
+        policy=policy,
+        handed_off=handed,
+        open_ids=sorted(latest["lead_id"].astype(str)),
+    )
+
+
+def _config(trained: Trained, **overrides: Any) -> ServiceConfig:
+    values: dict[str, Any] = {
+        "tracking_uri": trained.tracking_uri,
+        "model_name": trained.model_name,
+        "policy": trained.policy,
+        "store_url": trained.store_url,
+        "api_keys": ApiKeyring(parse_api_keys([f"crm:{KEY}"], source="test")),
+        "data_dir": trained.data,
+        "poll_seconds": 0,
+        "max_body_bytes": MAX_BODY,
+    }
+    values.update(overrides)
+    return ServiceConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def client(trained: Trained) -> Iterator[TestClient]:
+    with TestClient(create_app(_config(trained)), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# -- auth --------------------------------------------------------------------------------------------
+def test_health_needs_no_key_but_everything_else_does(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    for method, path in [
+        ("GET", "/ready"),
+        ("GET", "/v1/model"),
+        ("GET", "/v1/handoff"),
+        ("GET", "/v1/leads/L1/score"),
+        ("POST", "/v1/score"),
+        ("POST", "/v1/feedback"),
+    ]:
+        missing = client.request(method, path)
+        assert missing.status_code == 401, path
+        assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+        assert missing.json()["error"]["code"] == "unauthorized"
+        malformed = client.request(method, path, headers={"Authorization": "Basic dXNlcjpwYXNz"})
+        assert malformed.status_code == 401, path
+        wrong = client.request(method, path, headers={"Authorization": f"Bearer {OTHER_KEY}"})
+        assert wrong.status_code == 403, path
+        body = wrong.json()["error"]
+        assert body["code"] == "forbidden" and body["fields"] == []
+        assert OTHER_KEY not in wrong.text
+
+
+def test_invalid_body_from_an_unauthenticated_client_is_401_not_a_validation_report(client: TestClient) -> None:
+    response = client.post("/v1/score", json={"items": [{"lead_id": ""}], "typo": 1})
+    assert response.status_code == 401
+    assert "typo" not in response.text
+
+
+# -- operations ----------------------------------------------------------------------------------------
+def test_ready_and_model_describe_the_loaded_champion(client: TestClient, trained: Trained) -> None:
+    ready = client.get("/ready", headers=AUTH)
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "ready": True,
+        "model": {"name": trained.model_name, "version": "1"},
+        "policy_version": trained.policy.policy_version,
+        "detail": None,
+    }
+    info = client.get("/v1/model", headers=AUTH).json()
+    assert info["name"] == trained.model_name and info["version"] == "1" and info["alias"] == "champion"
+    assert info["run_id"] == trained.run_id
+    assert info["horizon_days"] == trained.model.horizon_days
+    assert info["policy_version"] == trained.policy.policy_version
+    assert 0.5 < info["metrics"]["roc_auc"] <= 1.0
+    assert info["trained_at"] is not None and info["loaded_at"] is not None
+
+
+def test_responses_carry_a_request_id(client: TestClient) -> None:
+    generated = client.get("/health")
+    assert len(generated.headers["X-Request-ID"]) == 16
+    echoed = client.get("/v1/leads/nope/score", headers={**AUTH, "X-Request-ID": "crm-trace-42"})
+    assert echoed.headers["X-Request-ID"] == "crm-trace-42"
+    assert echoed.json()["error"]["request_id"] == "crm-trace-42"
+
+
+def test_openapi_documents_routes_security_and_examples(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/score", "/v1/leads/{lead_id}/score", "/v1/handoff", "/v1/feedback", "/v1/model", "/ready"} <= set(
+        spec["paths"]
+    )
+    assert spec["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+    assert spec["paths"]["/v1/score"]["post"]["security"] == [{"ApiKey": []}]
+    assert "security" not in spec["paths"]["/health"]["get"]
+    schemas = spec["components"]["schemas"]
+    assert schemas["ScoreRequest"]["examples"][0]["items"][0] == {"lead_id": "L-000123"}
+    assert schemas["FeedbackRequest"]["examples"]
+    assert set(spec["paths"]["/v1/feedback"]["post"]["responses"]) >= {"200", "201", "404", "409", "422"}
+
+
+# -- scoring -----------------------------------------------------------------------------------------
+def _known_leads(trained: Trained, n: int) -> list[str]:
+    return trained.open_ids[:n]
+
+
+def test_score_by_id_matches_the_model_on_point_in_time_features(client: TestClient, trained: Trained) -> None:
+    from features.build import build_features
+    from features.config import FeatureConfig
+
+    ids = _known_leads(trained, 3)
+    response = client.post(
+        "/v1/score", headers=AUTH, json={"items": [{"lead_id": i} for i in ids], "as_of": _iso(trained.as_of)}
+    )
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["lead_id"] for p in predictions] == ids
+    frame, _ = build_features(trained.history, [pd.Timestamp(trained.as_of)], FeatureConfig())
+    expected = trained.model.predict_arrays(frame.set_index("lead_id", drop=False).loc[ids])
+    np.testing.assert_allclose([p["readiness"] for p in predictions], expected["readiness"], rtol=1e-9)
+    assert all(p["model"] == {"name": trained.model_name, "version": "1"} for p in predictions)
+    assert all(p["as_of"] == _iso(trained.as_of) for p in predictions)
+    for p in predictions:  # explain defaults to true: reasons and the next-best action are there
+        positive, negative = p["reasons"]["positive"], p["reasons"]["negative"]
+        assert 0 < len(positive) + len(negative) <= 10
+        assert all(r["contribution"] >= 0 for r in positive) and all(r["contribution"] <= 0 for r in negative)
+        assert p["next_best_action"]["action"] in {a.name for a in trained.policy.next_best_actions}
+        assert p["handoff"]["handoff_id"] is None  # on-demand scoring never records a handoff
+
+
+def test_score_without_explain_has_no_reasons(client: TestClient, trained: Trained) -> None:
+    lead = _known_leads(trained, 1)[0]
+    response = client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": lead}], "explain": False})
+    assert response.status_code == 200, response.text
+    prediction = response.json()["predictions"][0]
+    assert prediction["reasons"] is None and prediction["next_best_action"] is None
+
+
+def test_lead_not_open_at_as_of_is_422_naming_the_item(client: TestClient, trained: Trained) -> None:
+    leads = trained.history.leads
+    closed = sorted(set(leads.loc[leads["created_at"] < trained.as_of, "lead_id"]) - set(trained.open_ids))[0]
+    open_lead = _known_leads(trained, 1)[0]
+    response = client.post(
+        "/v1/score",
+        headers=AUTH,
+        json={"items": [{"lead_id": open_lead}, {"lead_id": closed}], "as_of": _iso(trained.as_of)},
+    )
+    assert response.status_code == 422, response.text
+    fields = response.json()["error"]["fields"]
+    assert [f["field"] for f in fields] == ["items.1.lead_id"]
+    assert closed in fields[0]["message"]
+
+
+def test_score_inline_and_by_id_in_one_request_keeps_request_order(client: TestClient, trained: Trained) -> None:
+    contract = trained.history.contract
+    known = _known_leads(trained, 1)[0]
+    created = trained.as_of - timedelta(days=30)
+    inline = {
+        "lead_id": "crm-new-1",
+        "created_at": _iso(created),
+        "activities": [
+            {"occurred_at": _iso(created + timedelta(days=d)), "activity_type": contract.activity_types[0]}
+            for d in (1, 5, 20)
+        ],
+        "stage_history": [{"stage": contract.stages.order[0], "entered_at": _iso(created)}],
+    }
+    body = {"items": [{"inline": inline}, {"lead_id": known}], "as_of": _iso(trained.as_of), "explain": False}
+    response = client.post("/v1/score", headers=AUTH, json=body)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["lead_id"] for p in predictions] == ["crm-new-1", known]
+    assert all(0.0 <= p["readiness"] <= 1.0 for p in predictions)
+
+
+def test_unknown_lead_is_404_naming_the_item(client: TestClient, trained: Trained) -> None:
+    known = _known_leads(trained, 1)[0]
+    response = client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": known}, {"lead_id": "no-such"}]})
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "not_found"
+    assert error["fields"] == [{"field": "items.1.lead_id", "message": "unknown lead 'no-such'"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"items": []}, "items"),
+        ({"items": [{"lead_id": "a", "inline": None}], "explian": True}, "explian"),
+        ({"items": [{}]}, "items.0"),
+        ({"items": [{"inline": {"lead_id": "x", "created_at": "2024-01-01T00:00:00"}}]}, "items.0.inline.created_at"),
+        ({"items": [{"lead_id": "a"}], "as_of": "2999-01-01T00:00:00Z"}, "(request)"),
+    ],
+)
+def test_invalid_score_request_is_422_naming_the_field(client: TestClient, body: dict[str, Any], field: str) -> None:
+    response = client.post("/v1/score", headers=AUTH, json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert field in [f["field"] for f in error["fields"]]
+
+
+def test_inline_lead_outside_the_data_contract_is_422_naming_the_field(client: TestClient, trained: Trained) -> None:
+    created = trained.as_of - timedelta(days=3)
+    inline = {
+        "lead_id": "crm-bad",
+        "created_at": _iso(created),
+        "attributes": {"shoe_size": 42},
+        "activities": [{"occurred_at": _iso(created), "activity_type": "carrier_pigeon"}],
+    }
+    response = client.post("/v1/score", headers=AUTH, json={"items": [{"inline": inline}]})
+    assert response.status_code == 422
+    fields = {f["field"] for f in response.json()["error"]["fields"]}
+    assert fields == {"items.0.inline.attributes.shoe_size", "items.0.inline.activities.0.activity_type"}
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    response = client.post(
+        "/v1/score", headers={**AUTH, "Content-Type": "application/json"}, content=b'{"items": [{"lead_id": '
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
+
+
+# -- payload size --------------------------------------------------------------------------------------
+def test_oversized_body_is_413_by_content_length(client: TestClient) -> None:
+    big = {"items": [{"lead_id": "x" * 100}] * 100, "pad": "y" * MAX_BODY}
+    response = client.post("/v1/score", headers=AUTH, json=big)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_oversized_streamed_body_is_413(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: chunked transfer
+        yield b'{"items": ['
+        for _ in range(MAX_BODY // 19 + 100):  # each chunk is 19 bytes
+            yield b'{"lead_id": "abc"},'
+        yield b'{"lead_id": "z"}]}'
+
+    response = client.post("/v1/score", headers={**AUTH, "Content-Type": "application/json"}, content=chunks())
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_a_body_just_under_the_limit_is_accepted(client: TestClient, trained: Trained) -> None:
+    known = _known_leads(trained, 1)[0]
+    response = client.post(
+        "/v1/score",
+        headers={**AUTH, "Content-Type": "application/json"},
+        content=(f'{{"items": [{{"lead_id": "{known}"}}]}}').ljust(MAX_BODY - 1).encode(),
+    )
+    assert response.status_code == 200, response.text
+
+
+# -- internal errors ---------------------------------------------------------------------------------
+class ExplodingScorer:
+    def score_leads(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("secret internal detail /srv/models/x.pkl")
+
+    def score_history(self, *_args: Any, **_kwargs: Any) -> list[Prediction]:
+        raise RuntimeError("secret internal detail /srv/models/x.pkl")
+
+
+def test_internal_error_is_500_without_a_stack_trace_and_is_logged(
+    trained: Trained, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _config(trained, scorer_factory=lambda model, info: ExplodingScorer())
+    with (
+        TestClient(create_app(config), raise_server_exceptions=False) as test_client,
+        caplog.at_level(logging.ERROR, logger="serving.app"),
+    ):
+        response = test_client.post(
+            "/v1/score", headers=AUTH, json={"items": [{"lead_id": _known_leads(trained, 1)[0]}]}
+        )
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "internal_error"
+    assert "secret" not in response.text and "Traceback" not in response.text and "RuntimeError" not in response.text
+    logged = [r for r in caplog.records if r.name == "serving.app"]
+    assert logged and logged[-1].exc_info is not None
+    assert error["request_id"] in logged[-1].getMessage()
+
+
+# -- batch scores, handoff queue, feedback ---------------------------------------------------------------
+def test_latest_batch_score_and_unknown_lead(client: TestClient, trained: Trained) -> None:
+    lead, handoff_id = trained.handed_off[0]
+    response = client.get(f"/v1/leads/{lead}/score", headers=AUTH)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["lead_id"] == lead and body["handoff"]["handoff_id"] == handoff_id
+    assert body["policy_version"] == trained.policy.policy_version
+    missing = client.get("/v1/leads/never-scored/score", headers=AUTH)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_handoff_queue_pages_best_first(client: TestClient, trained: Trained) -> None:
+    first = client.get("/v1/handoff", headers=AUTH, params={"limit": 2}).json()
+    second = client.get("/v1/handoff", headers=AUTH, params={"limit": 2, "offset": 2}).json()
+    assert first["total"] == 3 and first["limit"] == 2 and first["offset"] == 0
+    ids = [p["lead_id"] for p in first["items"] + second["items"]]
+    assert ids == [lead for lead, _ in trained.handed_off]
+    readiness = [p["readiness"] for p in first["items"] + second["items"]]
+    assert readiness == sorted(readiness, reverse=True)
+    bad = client.get("/v1/handoff", headers=AUTH, params={"limit": 0})
+    assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "limit"
+
+
+def test_feedback_is_idempotent_and_conflicts_are_refused(client: TestClient, trained: Trained) -> None:
+    lead, handoff_id = trained.handed_off[1]
+    body = {"lead_id": lead, "handoff_id": handoff_id, "outcome": "rejected", "reason_code": "no_budget", "text": "Q2"}
+    created = client.post("/v1/feedback", headers=AUTH, json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["created"] is True
+    replay = client.post("/v1/feedback", headers=AUTH, json=body)
+    assert replay.status_code == 200
+    assert replay.json()["created"] is False and replay.json()["feedback_id"] == created.json()["feedback_id"]
+    conflict = client.post("/v1/feedback", headers=AUTH, json={**body, "outcome": "accepted", "reason_code": None})
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "conflict"
+    unknown = client.post("/v1/feedback", headers=AUTH, json={**body, "handoff_id": "0" * 32})
+    assert unknown.status_code == 404
+    wrong_lead = client.post("/v1/feedback", headers=AUTH, json={**body, "lead_id": trained.handed_off[0][0]})
+    assert wrong_lead.status_code == 404
+    missing_reason = client.post("/v1/feedback", headers=AUTH, json={**body, "reason_code": None})
+    assert missing_reason.status_code == 422
+
+
+# -- champion hot swap -------------------------------------------------------------------------------
+def _new_version(trained: Trained, name: str, source: str) -> int:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(trained.tracking_uri)
+    return int(client.create_model_version(name, source, run_id=trained.run_id).version)
+
+
+def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def test_newly_promoted_champion_is_picked_up_and_a_failing_one_keeps_the_old(trained: Trained) -> None:
+    from mlflow import MlflowClient
+
+    registry = MlflowClient(trained.tracking_uri)
+    name = f"hot-{uuid.uuid4().hex[:8]}"
+    registry.create_registered_model(name)
+    v1 = _new_version(trained, name, trained.source)
+    registry.set_registered_model_alias(name, "champion", str(v1))
+    config = _config(trained, model_name=name, poll_seconds=0.1)
+    with TestClient(create_app(config), raise_server_exceptions=False) as test_client:
+        assert test_client.get("/v1/model", headers=AUTH).json()["version"] == str(v1)
+
+        v2 = _new_version(trained, name, trained.source)
+        registry.set_registered_model_alias(name, "champion", str(v2))
+        _wait_for(lambda: test_client.get("/ready", headers=AUTH).json()["model"]["version"] == str(v2))
+        lead = _known_leads(trained, 1)[0]
+        scored = test_client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": lead}]})
+        assert scored.json()["predictions"][0]["model"]["version"] == str(v2)
+
+        broken = _new_version(trained, name, str(Path(trained.data) / "no-such-model"))
+        registry.set_registered_model_alias(name, "champion", str(broken))
+        _wait_for(lambda: test_client.get("/ready", headers=AUTH).json()["detail"] is not None)
+        ready = test_client.get("/ready", headers=AUTH)
+        assert ready.status_code == 200
+        body = ready.json()
+        assert body["ready"] is True and body["model"]["version"] == str(v2)
+        assert f"version {broken} failed to load" in body["detail"] and f"still serving version {v2}" in body["detail"]
+        still = test_client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": lead}]})
+        assert still.status_code == 200 and still.json()["predictions"][0]["model"]["version"] == str(v2)
+
+        # Rolling the alias back to the served version clears the warning.
+        registry.set_registered_model_alias(name, "champion", str(v2))
+        _wait_for(lambda: test_client.get("/ready", headers=AUTH).json()["detail"] is None)
+
+
+def test_service_without_a_loadable_model_is_not_ready(trained: Trained) -> None:
+    config = _config(trained, model_name=f"missing-{uuid.uuid4().hex[:8]}")
+    with TestClient(create_app(config), raise_server_exceptions=False) as test_client:
+        ready = test_client.get("/ready", headers=AUTH)
+        assert ready.status_code == 503
+        assert ready.json()["ready"] is False and "failed to load" in ready.json()["detail"]
+        scored = test_client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": "x"}]})
+        assert scored.status_code == 503 and scored.json()["error"]["code"] == "not_ready"
+        assert scored.headers["Retry-After"] == "5"
+        assert test_client.get("/health").status_code == 200
+
+
+def test_watcher_swaps_atomically_and_logs_a_failure_once(caplog: pytest.LogCaptureFixture) -> None:
+    versions = iter([1, 1, 2, 3, 3, 2])
+    info = {v: LoadedModelInfo(f"models:/m/{v}", "m", v, None, None) for v in (1, 2, 3)}
+
+    def loader(uri: str) -> tuple[Any, LoadedModelInfo]:
+        v = int(uri.rsplit("/", 1)[1])
+        if v == 3:
+            raise OSError("artifact store unreachable")
+        return f"model-{v}", info[v]
+
+    watcher: ChampionWatcher[str] = ChampionWatcher(
+        "m", "champion", lambda model, i: f"service({model})", loader=loader, resolver=lambda: next(versions)
+    )
+    with caplog.at_level(logging.DEBUG, logger="serving.model_watch"):
+        assert watcher.check_once() is True
+        first = watcher.current
+        assert first is not None and first.service == "service(model-1)"
+        assert watcher.check_once() is False and watcher.current is first  # same version: nothing reloaded
+        assert watcher.check_once() is True and watcher.current is not None and watcher.current.version == 2
+        assert watcher.check_once() is False and watcher.check_once() is False
+    assert watcher.current.service == "service(model-2)"
+    assert watcher.last_failure is not None and watcher.last_failure.version == 3
+    assert "OSError: artifact store unreachable" in (watcher.status() or "")
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1  # the repeated failure of the same version is not logged at error level again
+    assert watcher.check_once() is False and watcher.status() is None  # alias back on the served version
+    with pytest.raises(ValueError, match="poll_seconds"):
+        ChampionWatcher("m", "champion", lambda m, i: m, poll_seconds=0, loader=loader, resolver=lambda: 1)
+
+
+def test_serve_command_refuses_to_start_without_api_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    monkeypatch.delenv("LEADSCORE_API_KEYS", raising=False)
+    monkeypatch.delenv("LEADSCORE_API_KEYS_FILE", raising=False)
+    monkeypatch.setenv("LEADSCORE_HOME", str(tmp_path))
+    result = CliRunner().invoke(app, ["serve", "--port", "1"])
+    assert result.exit_code == 2
+    assert "LEADSCORE_API_KEYS" in result.output and "Traceback" not in result.output
