@@ -174,7 +174,7 @@ _PREDICTION_EXAMPLE: dict[str, Any] = {
     "model": {"name": "leadscore", "version": "7"},
     "scored_at": "2026-11-27T02:00:13Z",
     "as_of": "2026-11-27T02:00:00Z",
-    "policy_version": "default-1",
+    "policy_version": "default-2",
 }
 
 
@@ -549,7 +549,7 @@ class HandoffQueuePage(BaseModel):
                     "offset": 0,
                     "total": 1,
                     "scored_at": "2026-11-27T02:00:13Z",
-                    "policy_version": "default-1",
+                    "policy_version": "default-2",
                 }
             ]
         },
@@ -668,7 +668,7 @@ class ModelInfo(BaseModel):
                     "trained_at": "2026-11-20T03:12:00Z",
                     "metrics": {"test_roc_auc": 0.861, "test_pr_auc": 0.412, "test_brier": 0.071},
                     "horizon_days": 90,
-                    "policy_version": "default-1",
+                    "policy_version": "default-2",
                     "loaded_at": "2026-11-27T06:00:02Z",
                 }
             ]
@@ -704,13 +704,13 @@ class ReadyResponse(BaseModel):
                 {
                     "ready": True,
                     "model": {"name": "leadscore", "version": "7"},
-                    "policy_version": "default-1",
+                    "policy_version": "default-2",
                     "detail": None,
                 },
                 {
                     "ready": True,
                     "model": {"name": "leadscore", "version": "7"},
-                    "policy_version": "default-1",
+                    "policy_version": "default-2",
                     "detail": "champion version 8 failed to load; still serving version 7",
                 },
             ]

@@ -58,7 +58,7 @@ def test_packaged_default_loads_and_is_complete() -> None:
     policy = load_policy(None)
     assert policy.version == 1
     assert policy.policy_version
-    assert policy.mode == "probability"
+    assert policy.mode == "model"  # grades follow the served model's own cut-offs by default
     assert policy.reasons.positive == 5
     assert policy.reasons.negative == 5
     assert len(policy.next_best_actions) >= 3
