@@ -453,11 +453,12 @@ def run(
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Modelling config YAML.")] = None,
 ) -> None:
-    """The main job, end to end: (simulate data) -> validate -> features -> train -> register -> promote."""
+    """The main job, end to end: (simulate) -> validate -> features -> train -> register -> promote -> score."""
     data_dir = data or workdir / "data"
     if data is None and not (data_dir / "contract.yaml").exists():
         generate(out=data_dir, leads=leads, seed=seed, fmt="parquet")
     train(data=data_dir, config=config, work_dir=workdir)
+    score(data=data_dir, out=workdir / "scores.parquet", as_of=None, policy=None)
 
 
 @app.command()
