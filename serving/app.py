@@ -134,6 +134,9 @@ class ServiceConfig:
         max_body_bytes: larger request bodies are refused with 413.
         scorer_factory: builds the scoring service for a loaded model (default: :func:`default_scorer_factory`).
         history: an already validated history to serve instead of reading ``data_dir`` (tests, embedding).
+        store_check_seconds: how often on-demand scoring checks the store for a new batch (0 = every request,
+            exact; > 0 saves a query per request, e.g. on a remote PostgreSQL, at the cost of trends and
+            cool-downs lagging a new batch by up to that long; see ``serving.service``, "Store facts").
     """
 
     tracking_uri: str | None
@@ -147,10 +150,15 @@ class ServiceConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     scorer_factory: ScorerFactory | None = None
     history: ProspectHistory | None = field(default=None, repr=False)
+    store_check_seconds: float = 0.0
 
 
 def default_scorer_factory(
-    policy: HandoffPolicy, store: ScoreStore | None, history: ProspectHistory | None
+    policy: HandoffPolicy,
+    store: ScoreStore | None,
+    history: ProspectHistory | None,
+    *,
+    store_check_seconds: float = 0.0,
 ) -> ScorerFactory:
     """Build a :class:`serving.service.ScoringService` for each loaded model version.
 
@@ -161,7 +169,7 @@ def default_scorer_factory(
     def build(model: Any, info: LoadedModelInfo) -> Scorer:
         from serving.service import ScoringService
 
-        service = ScoringService(model, info, policy, store, history=history)
+        service = ScoringService(model, info, policy, store, history=history, store_check_seconds=store_check_seconds)
         if history is not None and len(history.leads):
             service.snapshot(service.default_as_of())
         return service
@@ -350,7 +358,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         store = ScoreStore(config.store_url)
         history = _load_history(config)
         known = frozenset(history.leads["lead_id"].astype(str).tolist()) if history is not None else frozenset()
-        factory = config.scorer_factory or default_scorer_factory(config.policy, store, history)
+        factory = config.scorer_factory or default_scorer_factory(
+            config.policy, store, history, store_check_seconds=config.store_check_seconds
+        )
         watcher: ChampionWatcher[Scorer] = ChampionWatcher(
             config.model_name,
             config.alias,

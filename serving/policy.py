@@ -178,13 +178,21 @@ class HandoffPolicy(BaseModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$",
         description="User-facing name of this policy, stored with every score.",
     )
-    horizon_days: int = Field(gt=0, description="Readiness = conversion within this many days; must match the model.")
+    horizon_days: int | None = Field(
+        default=None,
+        gt=0,
+        description="Readiness = conversion within this many days; must match the model (null: the model's horizon).",
+    )
     grading: Grading
     min_grade_for_handoff: Grade = "B"
     cooldown_days: int = Field(default=14, ge=0, description="Days before the same lead can be handed off again.")
     trend: TrendThresholds = Field(default_factory=TrendThresholds)
     reasons: ReasonCounts = Field(default_factory=ReasonCounts)
     next_best_actions: list[NextBestAction] = Field(default_factory=list)
+    skip_inapplicable_actions: bool = Field(
+        default=False,
+        description="Drop actions whose activity type or topic the data does not have (instead of an error).",
+    )
 
     @field_validator("version")
     @classmethod
@@ -206,8 +214,20 @@ class HandoffPolicy(BaseModel):
     def mode(self) -> str:
         return self.grading.mode
 
-    def check_against_contract(self, contract: Contract, source: str = "handoff policy") -> None:
-        """Raise :class:`PolicyError` if an action names an activity type or topic the data does not have."""
+    def check_against_contract(self, contract: Contract, source: str = "handoff policy") -> HandoffPolicy:
+        """The policy fitted to ``contract``.
+
+        Raises :class:`PolicyError` if an action names an activity type or topic the data does not
+        have, unless ``skip_inapplicable_actions`` is set: then those actions are left out of the
+        returned copy (the packaged default policy does this, so it serves any data set).
+        """
+        if self.skip_inapplicable_actions:
+            kept = [
+                a
+                for a in self.next_best_actions
+                if a.activity_type in contract.activity_types and (a.topic is None or a.topic in contract.topics)
+            ]
+            return self.model_copy(update={"next_best_actions": kept})
         problems = []
         for i, action in enumerate(self.next_best_actions):
             if action.activity_type not in contract.activity_types:
@@ -222,10 +242,11 @@ class HandoffPolicy(BaseModel):
                 )
         if problems:
             raise PolicyError(f"{source}: does not fit the data contract '{contract.name}':\n" + "\n".join(problems))
+        return self
 
     def check_horizon(self, model_horizon_days: int, source: str = "handoff policy") -> None:
         """Raise :class:`PolicyError` unless the model predicts conversion over the policy's horizon."""
-        if model_horizon_days != self.horizon_days:
+        if self.horizon_days is not None and model_horizon_days != self.horizon_days:
             raise PolicyError(
                 f"{source}: horizon_days is {self.horizon_days} but the model predicts conversion within "
                 f"{model_horizon_days} days; retrain the model or change the policy"
@@ -361,7 +382,119 @@ def _last_handoffs(
             raise ValueError(f"last_handoff_at must hold timezone-aware datetimes; not so for leads {naive}")
     times = pd.to_datetime(series, utc=True) if len(series) else pd.Series([], dtype="datetime64[us, UTC]")
     times.index = times.index.astype(str)
+    if times.index.has_duplicates:
+        _raise_same_text_keys(times.index.tolist())
     return pd.DatetimeIndex(times.reindex(lead_ids))  # leads never handed off -> NaT
+
+
+SMALL_DECISION_MAX = 100
+"""Up to this many leads (and a plain mapping of handoff times), :func:`decide_handoff` decides in plain
+Python: building and reindexing a pandas Series costs about 1 ms, far more than the decision for one lead
+of an endpoint request. Both paths give identical results (tests/serving/test_policy.py compares them)."""
+
+
+def _is_missing(value: Any) -> bool:
+    """What ``Series.dropna`` drops from an object Series: None, NaN, NaT, pd.NA."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return True
+    if isinstance(value, float | np.floating):
+        return bool(np.isnan(value))
+    if isinstance(value, np.datetime64):
+        return bool(np.isnat(value))
+    return False
+
+
+def _raise_same_text_keys(keys: list[str]) -> None:
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    dupes = sorted(k for k, c in counts.items() if c > 1)[:5]
+    raise ValueError(f"last_handoff_at lists a lead more than once (keys with the same text): {dupes}")
+
+
+def _base_rule(grade: str, policy: HandoffPolicy) -> str:
+    """The rule of a lead decided by its grade alone (not in cool-down, capacity aside)."""
+    min_grade = policy.min_grade_for_handoff
+    if _GRADE_RANK[grade] > _GRADE_RANK[min_grade]:
+        return f"grade {grade} < min grade {min_grade}"
+    if policy.cooldown_days == 0:
+        return f"grade {grade} >= min grade {min_grade}; no cool-down"
+    return f"grade {grade} >= min grade {min_grade}; not handed off in the last {policy.cooldown_days} days"
+
+
+def _cooling_rule(grade: str, handed: pd.Timestamp, future: bool, policy: HandoffPolicy) -> str:
+    if future:
+        detail = f"cool-down: handoff recorded at {handed.isoformat()}, after the decision time"
+    else:
+        again = handed + timedelta(days=policy.cooldown_days)
+        detail = f"cool-down: handed off {handed.date().isoformat()}, eligible again {again.date().isoformat()}"
+    return f"grade {grade} >= min grade {policy.min_grade_for_handoff}; {detail}"
+
+
+def _cooldown_small(
+    grades: list[str],
+    lead_ids: list[str],
+    last_handoff_at: Mapping[str, datetime | pd.Timestamp],
+    now: datetime,
+    policy: HandoffPolicy,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grade and cool-down decisions in plain Python (the same checks and results as the vectorised path)."""
+    naive = [
+        k
+        for k, v in last_handoff_at.items()
+        if not _is_missing(v) and (not isinstance(v, datetime) or v.tzinfo is None)
+    ][:5]
+    if naive:
+        raise ValueError(f"last_handoff_at must hold timezone-aware datetimes; not so for leads {naive}")
+    times = {str(k): v for k, v in last_handoff_at.items() if not _is_missing(v)}
+    if len(times) != sum(1 for v in last_handoff_at.values() if not _is_missing(v)):
+        _raise_same_text_keys([str(k) for k, v in last_handoff_at.items() if not _is_missing(v)])
+    now_ts = pd.Timestamp(now)
+    cooldown = timedelta(days=policy.cooldown_days)
+    min_rank = _GRADE_RANK[policy.min_grade_for_handoff]
+    handoff = np.zeros(len(grades), dtype=bool)
+    rules = np.empty(len(grades), dtype=object)
+    for i, (grade, lead) in enumerate(zip(grades, lead_ids, strict=True)):
+        value = times.get(lead)
+        if _GRADE_RANK[grade] <= min_rank and value is not None:
+            handed = pd.Timestamp(value).tz_convert("UTC")
+            future = handed > now_ts
+            if future or handed + cooldown > now_ts:
+                rules[i] = _cooling_rule(grade, handed, future, policy)
+                continue
+        rules[i] = _base_rule(grade, policy)
+        handoff[i] = _GRADE_RANK[grade] <= min_rank
+    return handoff, rules
+
+
+def _cooldown_vectorised(
+    grade_arr: np.ndarray,
+    ids: np.ndarray,
+    last_handoff_at: Mapping[str, datetime | pd.Timestamp] | pd.Series,
+    now: datetime,
+    policy: HandoffPolicy,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grade and cool-down decisions over arrays (batches)."""
+    n = len(ids)
+    min_grade = policy.min_grade_for_handoff
+    grade_rank = np.searchsorted(np.array(GRADES), grade_arr)  # GRADES is sorted, so this is the rank
+    good_grade = grade_rank <= _GRADE_RANK[min_grade]
+
+    last = _last_handoffs(ids, last_handoff_at)
+    cooldown = timedelta(days=policy.cooldown_days)
+    has_last = ~np.asarray(last.isna())
+    now_ts = pd.Timestamp(now)
+    # NaT compares False, so leads never handed off are neither in cool-down nor "in the future".
+    future = np.asarray(last > now_ts)
+    cooling = has_last & (future | np.asarray(last + cooldown > now_ts))
+
+    handoff = good_grade & ~cooling
+    rules = np.empty(n, dtype=object)
+    for g in GRADES:
+        rules[grade_arr == g] = _base_rule(g, policy)
+    for i in np.flatnonzero(good_grade & cooling):
+        rules[i] = _cooling_rule(str(grade_arr[i]), last[int(i)], bool(future[i]), policy)
+    return handoff, rules
 
 
 def decide_handoff(
@@ -395,44 +528,21 @@ def decide_handoff(
     ids = np.asarray(lead_ids, dtype=str)
     if grade_arr.ndim != 1 or grade_arr.shape != ids.shape:
         raise ValueError(f"grades ({grade_arr.shape}) and lead_ids ({ids.shape}) must be 1-D and of equal length")
-    unknown = sorted(set(np.unique(grade_arr).tolist()) - set(GRADES))
+    grade_list: list[str] = grade_arr.tolist()
+    id_list: list[str] = ids.tolist()
+    unknown = sorted(set(grade_list) - set(GRADES))
     if unknown:
         raise ValueError(f"unknown grades {unknown}; expected one of {list(GRADES)}")
-    if len(np.unique(ids)) != len(ids):
+    if len(set(id_list)) != len(id_list):
         raise ValueError("lead_ids must be unique")
     if handoffs_this_week < 0:
         raise ValueError(f"handoffs_this_week must be >= 0, got {handoffs_this_week}")
     n = len(ids)
     min_grade = policy.min_grade_for_handoff
-    grade_rank = np.searchsorted(np.array(GRADES), grade_arr)  # GRADES is sorted, so this is the rank
-    good_grade = grade_rank <= _GRADE_RANK[min_grade]
-
-    last = _last_handoffs(ids, last_handoff_at)
-    cooldown = timedelta(days=policy.cooldown_days)
-    has_last = ~np.asarray(last.isna())
-    now_ts = pd.Timestamp(now)
-    # NaT compares False, so leads never handed off are neither in cool-down nor "in the future".
-    future = np.asarray(last > now_ts)
-    cooling = has_last & (future | np.asarray(last + cooldown > now_ts))
-
-    handoff = good_grade & ~cooling
-    rules = np.empty(n, dtype=object)
-    for g in GRADES:
-        mask = grade_arr == g
-        if _GRADE_RANK[g] > _GRADE_RANK[min_grade]:
-            rules[mask] = f"grade {g} < min grade {min_grade}"
-        elif policy.cooldown_days == 0:
-            rules[mask] = f"grade {g} >= min grade {min_grade}; no cool-down"
-        else:
-            rules[mask] = f"grade {g} >= min grade {min_grade}; not handed off in the last {policy.cooldown_days} days"
-    for i in np.flatnonzero(good_grade & cooling):
-        handed = last[int(i)]
-        if future[i]:
-            detail = f"cool-down: handoff recorded at {handed.isoformat()}, after the decision time"
-        else:
-            again = handed + cooldown
-            detail = f"cool-down: handed off {handed.date().isoformat()}, eligible again {again.date().isoformat()}"
-        rules[i] = f"grade {grade_arr[i]} >= min grade {min_grade}; {detail}"
+    if n <= SMALL_DECISION_MAX and not isinstance(last_handoff_at, pd.Series):
+        handoff, rules = _cooldown_small(grade_list, id_list, last_handoff_at, now, policy)
+    else:
+        handoff, rules = _cooldown_vectorised(grade_arr, ids, last_handoff_at, now, policy)
 
     if isinstance(policy.grading, CapacityGrading):
         if readiness is None:

@@ -187,8 +187,15 @@ class Prediction(BaseModel):
     readiness: float = Field(ge=0.0, le=1.0, description="Calibrated probability of converting within the horizon.")
     score: int = Field(ge=0, le=100, description="Readiness in whole percent.")
     grade: Grade
-    stage: str = Field(min_length=1, description="Most likely current buying stage.")
-    stage_probabilities: dict[str, float] = Field(description="Probability of each stage; sums to 1.")
+    stage: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Current buying stage. Null only when the model has no stage model (data without "
+        "conversion times, e.g. single-snapshot exports).",
+    )
+    stage_probabilities: dict[str, float] = Field(
+        default_factory=dict, description="Probability of each stage; sums to 1 (empty when stage is null)."
+    )
     reasons: Reasons | None = Field(
         default=None,
         description="Top drivers. Batch scores carry them for the handoff queue and top grades; "
@@ -207,7 +214,7 @@ class Prediction(BaseModel):
     @classmethod
     def _probabilities(cls, value: dict[str, float]) -> dict[str, float]:
         if not value:
-            raise ValueError("at least one stage probability is required")
+            return value
         bad = {k: v for k, v in value.items() if not (math.isfinite(v) and 0.0 <= v <= 1.0)}
         if bad:
             raise ValueError(f"stage probabilities must be in [0, 1]: {bad}")
@@ -218,7 +225,10 @@ class Prediction(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Prediction:
-        if self.stage not in self.stage_probabilities:
+        if self.stage is None:
+            if self.stage_probabilities:
+                raise ValueError("stage_probabilities given without a stage")
+        elif self.stage not in self.stage_probabilities:
             raise ValueError(f"stage '{self.stage}' has no entry in stage_probabilities")
         return self
 

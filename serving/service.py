@@ -33,13 +33,27 @@ Fast path
 ---------
 For leads of the configured history at the default ``as_of``, features for all open leads are built once
 (one :func:`features.build.build_features` call) and kept encoded; a single lead is then one row of a
-numpy matrix, with no pandas on the request path except the policy's handoff helper. An explicit
-``as_of`` builds features for just the requested leads from a per-lead index of the history.
+numpy matrix. An explicit ``as_of`` builds features for just the requested leads from a per-lead index
+of the history. Passes of up to :data:`FAST_PATH_MAX_LEADS` leads also take the policy's plain-Python
+handoff decision (:data:`serving.policy.SMALL_DECISION_MAX`) and the cached store facts below, so a
+one-lead request runs no pandas and (by default) one SQL statement.
+
+Store facts
+-----------
+Trends need each lead's latest stored score and the cool-down its latest handoff; both change only when
+a batch is written (:meth:`serving.stores.ScoreStore.state_token`, the newest batch id, changes with
+every write). Small passes keep the facts of the leads asked for in a cache tagged with that token: each
+pass reads the token (one indexed single-row query) and starts a new cache when it changed, so answers are
+exactly those of the uncached path. With ``store_check_seconds > 0`` the token is read at most that often
+instead: after a batch is written, on-demand trends and cool-downs may then lag it by up to that many
+seconds. The cool-down's ``since`` window is applied to the cached all-time latest handoff, which gives
+what the store's ``since`` query gives (the latest handoff if it is at or after ``since``, else none).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -233,6 +247,23 @@ class ScoredLeads:
         return out
 
 
+FAST_PATH_MAX_LEADS = 100
+"""Scoring passes of up to this many leads (endpoint requests) read trend and cool-down facts from the
+service's cache (see "Store facts" in the module docstring); larger passes (batches) query the store."""
+_FACTS_MAX_LEADS = 500_000  # bounds the facts cache; past it the cache starts over
+
+
+@dataclass
+class _StoreFacts:
+    """Trend and cool-down facts of the leads asked for so far, valid while the store's token is ``token``."""
+
+    token: int
+    checked_at: float
+    previous: dict[str, float] = field(default_factory=dict)  # latest stored score, NaN when never scored
+    last_handoff: dict[str, datetime | None] = field(default_factory=dict)  # latest handoff ever, or None
+    week_counts: dict[datetime, int] = field(default_factory=dict)  # capacity mode: handoffs since a Monday
+
+
 @dataclass
 class _EncodedSnapshot:
     """Encoded features of every lead open at one ``as_of`` of the configured history."""
@@ -288,6 +319,9 @@ class ScoringService:
         store: score store for trends and cool-downs (``None``: every trend is ``new``, no cool-down).
         history: prospect history for scoring leads by id (:meth:`score_leads`).
         explain_grades: grades that get reasons with ``explain="top"`` (handoffs always do).
+        store_check_seconds: small passes check the store's state token at most this often (0 = on every
+            pass, exact); a positive value trades up to that many seconds of staleness after a batch write
+            for one query less per request (see "Store facts" in the module docstring).
 
     Raises:
         PolicyError: the policy's horizon or actions do not fit the model or the history's contract.
@@ -303,6 +337,7 @@ class ScoringService:
         *,
         history: ProspectHistory | None = None,
         explain_grades: Sequence[str] = DEFAULT_EXPLAIN_GRADES,
+        store_check_seconds: float = 0.0,
     ) -> None:
         if not model.has_stage:
             raise ValueError(
@@ -316,12 +351,18 @@ class ScoringService:
         self.model_ref = model_ref(model, model_info)
         self.feature_config = feature_config_of(model)
         self.explain_grades = tuple(explain_grades)
+        actions = policy.next_best_actions
+        if policy.skip_inapplicable_actions:
+            # the packaged policy serves any data set: keep the actions this model has features for
+            names = set(model.spec.features)
+            actions = [
+                a
+                for a in actions
+                if f"days_since_{a.activity_type}" in names and (a.topic is None or f"topic_share_{a.topic}" in names)
+            ]
         self.explainer = Explainer(
             model,
-            [
-                CounterfactualAction(a.name, a.activity_type, a.label, count=a.count, topic=a.topic)
-                for a in policy.next_best_actions
-            ],
+            [CounterfactualAction(a.name, a.activity_type, a.label, count=a.count, topic=a.topic) for a in actions],
             n_positive=policy.reasons.positive,
             n_negative=policy.reasons.negative,
         )
@@ -330,6 +371,11 @@ class ScoringService:
         self._lock = threading.Lock()
         self._snapshots: dict[pd.Timestamp, _EncodedSnapshot] = {}
         self._index: _LeadIndex | None = None
+        self.store_check_seconds = float(store_check_seconds)
+        if self.store_check_seconds < 0:
+            raise ValueError(f"store_check_seconds must be >= 0, got {store_check_seconds}")
+        self._facts_lock = threading.Lock()
+        self._facts: _StoreFacts | None = None
         if history is not None:
             self.set_history(history)
 
@@ -371,8 +417,6 @@ class ScoringService:
         scored_at: datetime | None = None,
     ) -> ScoredLeads:
         """Score already encoded feature rows (see :meth:`ScoringModel.encode`); the core of every path."""
-        import time
-
         timings: dict[str, float] = {}
         t = time.perf_counter()
         ids = np.asarray(lead_ids, dtype=object)
@@ -397,7 +441,9 @@ class ScoringService:
         previous = np.full(n, np.nan)
         last_handoffs: Mapping[str, datetime] = {}
         handoffs_this_week = 0
-        if self.store is not None and n:
+        if self.store is not None and 0 < n <= FAST_PATH_MAX_LEADS:
+            previous, last_handoffs, handoffs_this_week = self._cached_store_facts(id_text.tolist(), now)
+        elif self.store is not None and n:
             prev = self.store.previous_scores(id_text.tolist())
             if prev:
                 previous = np.array([prev[i].score if i in prev else np.nan for i in id_text.tolist()], dtype=float)
@@ -460,6 +506,58 @@ class ScoringService:
             policy_version=policy.policy_version,
             timings=timings,
         )
+
+    def _cached_store_facts(self, ids: list[str], now: datetime) -> tuple[np.ndarray, dict[str, datetime], int]:
+        """Previous scores, recent handoffs and (capacity mode) this week's handoff count, from the cache.
+
+        The same values the store queries of the batch path return (see the module docstring, "Store facts").
+        """
+        store = self.store
+        assert store is not None
+        check = time.monotonic()
+        with self._facts_lock:
+            facts = self._facts
+            fresh = (
+                facts is not None
+                and self.store_check_seconds > 0
+                and check - facts.checked_at < self.store_check_seconds
+            )
+        if not fresh:
+            token = store.state_token()
+            with self._facts_lock:
+                facts = self._facts
+                if facts is None or facts.token != token or len(facts.previous) > _FACTS_MAX_LEADS:
+                    facts = self._facts = _StoreFacts(token=token, checked_at=check)
+                else:
+                    facts.checked_at = check
+        assert facts is not None
+        with self._facts_lock:
+            missing = [lead for lead in dict.fromkeys(ids) if lead not in facts.previous]
+        if missing:
+            # Read after the token: these facts are at least as new as it (a batch committed meanwhile
+            # changes the token, and the next request starts a new cache).
+            prev = store.previous_scores(missing)
+            last = store.last_handoff_times(missing)
+            with self._facts_lock:
+                for lead in missing:
+                    facts.previous[lead] = float(prev[lead].score) if lead in prev else np.nan
+                    facts.last_handoff[lead] = last.get(lead)
+        since = now - timedelta(days=self.policy.cooldown_days)
+        with self._facts_lock:
+            previous = np.array([facts.previous[lead] for lead in ids], dtype=float)
+            # The store's ``since`` filter keeps a lead's latest handoff iff it is at or after ``since``.
+            last_handoffs = {lead: at for lead in ids if (at := facts.last_handoff[lead]) is not None and at >= since}
+        handoffs_this_week = 0
+        if isinstance(self.policy.grading, CapacityGrading):
+            monday = week_start(now)
+            with self._facts_lock:
+                count = facts.week_counts.get(monday)
+            if count is None:
+                count = store.count_handoffs_since(monday)
+                with self._facts_lock:
+                    facts.week_counts[monday] = count
+            handoffs_this_week = count
+        return previous, last_handoffs, handoffs_this_week
 
     def score_frame(
         self,

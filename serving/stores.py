@@ -227,6 +227,9 @@ feedback_table = sa.Table(
 )
 
 
+_STATE_TOKEN = sa.select(sa.func.max(batches_table.c.batch_id))  # ScoreStore.state_token
+
+
 # -- records ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BatchInfo:
@@ -807,6 +810,19 @@ class ScoreStore:
                 )
             ).first()
             return None if row is None else self._batch_from_row(row)
+
+    def state_token(self) -> int:
+        """The newest batch id (0 before the first batch): changes whenever trend or cool-down facts can.
+
+        :meth:`previous_scores` and :meth:`last_handoff_times` only change when :meth:`write_batch` commits
+        (it inserts a new batch with its handoffs; batches are append-only and feedback records no
+        handoff), and every committed write gets a larger batch id. So facts read after seeing token ``t``
+        stay valid while the token is still ``t``: the scoring service caches them on it. One indexed
+        single-statement read, no snapshot needed.
+        """
+        with self._engine.connect() as conn:
+            value = conn.execute(_STATE_TOKEN).scalar()
+        return 0 if value is None else int(value)
 
     def batches(self, limit: int = 20) -> list[BatchInfo]:
         """The most recent batches, newest first."""

@@ -131,8 +131,10 @@ def test_missing_required_fields_are_named(tmp_path: Path) -> None:
     path.write_text("version: 1\n")
     with pytest.raises(PolicyError) as info:
         load_policy(path)
-    for name in ("policy_version", "horizon_days", "grading"):
+    for name in ("policy_version", "grading"):
         assert f"  - {name}: Field required" in str(info.value)
+    # horizon_days is optional: left out, the policy follows the served model's horizon
+    assert "horizon_days" not in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -362,3 +364,78 @@ def test_vectorised_trends_match_scalar(pairs: list[tuple[int | None, int]]) -> 
     prev = np.array([np.nan if p is None else p for p, _ in pairs], dtype=float)
     cur = np.array([c for _, c in pairs], dtype=float)
     assert trends(prev, cur, policy).tolist() == [trend(p, c, policy) for p, c in pairs]
+
+
+# -- the small-request path of decide_handoff equals the vectorised one --------------------------
+def _random_decision_inputs(seed: int, n: int) -> tuple[list[str], list[str], dict[str, Any], np.ndarray]:
+    """Grades, ids, handoff times (never, long ago, inside/at the cool-down edge, in the future) and readiness."""
+    rng = np.random.default_rng(seed)
+    ids = [f"lead-{i:05d}" for i in rng.permutation(n * 3)[:n]]
+    grades = rng.choice(list("ABCD"), size=n).tolist()
+    cet = timezone(timedelta(hours=1))
+    offsets = [
+        None,
+        timedelta(days=400),
+        timedelta(days=14),  # exactly the cool-down: eligible again
+        timedelta(days=14) - timedelta(seconds=1),
+        timedelta(days=3, hours=5, microseconds=123_456),
+        timedelta(0),
+        -timedelta(hours=2),  # recorded after the decision time
+    ]
+    last: dict[str, Any] = {}
+    for lead in ids:
+        offset = offsets[int(rng.integers(len(offsets)))]
+        if offset is not None:
+            at = NOW - offset
+            last[lead] = at.astimezone(cet) if rng.random() < 0.3 else at
+    last["not-asked-for"] = NOW - timedelta(days=1)
+    readiness = np.round(rng.random(n), 2)  # rounded: ties broken by lead_id
+    return grades, ids, last, readiness
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(
+    "policy",
+    [
+        _policy(),
+        _policy(cooldown_days=0, min_grade_for_handoff="A"),
+        _policy(min_grade_for_handoff="C", cooldown_days=30),
+        _capacity(3),
+        _capacity(2, min_readiness=0.2, min_grade_for_handoff="A"),
+    ],
+    ids=["default", "no-cooldown", "min-C", "capacity", "capacity-min-A"],
+)
+def test_small_decision_path_equals_the_vectorised_path(
+    seed: int, policy: HandoffPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serving.policy as policy_module
+
+    for n in (1, 7, 100):
+        grades, ids, last, readiness = _random_decision_inputs(seed * 1000 + n, n)
+        kwargs: dict[str, Any] = {"readiness": readiness, "handoffs_this_week": seed % 3}
+        monkeypatch.setattr(policy_module, "SMALL_DECISION_MAX", 10_000)
+        small = decide_handoff(grades, ids, last, NOW, policy, **kwargs)
+        monkeypatch.setattr(policy_module, "SMALL_DECISION_MAX", 0)
+        vectorised = decide_handoff(grades, ids, last, NOW, policy, **kwargs)
+        assert small[0].dtype == vectorised[0].dtype == np.bool_
+        assert small[0].tolist() == vectorised[0].tolist()
+        assert small[1].tolist() == vectorised[1].tolist()
+        # the inputs reach every kind of rule the policy can give
+        if n == 100 and policy.cooldown_days and policy.min_grade_for_handoff != "A":
+            texts = " | ".join(small[1].tolist())
+            assert "eligible again" in texts and "after the decision time" in texts and "not handed off" in texts
+
+
+@pytest.mark.parametrize("threshold", [0, 10_000])
+def test_both_decision_paths_refuse_the_same_bad_handoff_times(threshold: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import serving.policy as policy_module
+
+    monkeypatch.setattr(policy_module, "SMALL_DECISION_MAX", threshold)
+    with pytest.raises(ValueError, match=r"timezone-aware datetimes; not so for leads \['b'\]"):
+        decide_handoff(["A", "A"], ["a", "b"], {"a": NOW, "b": datetime(2026, 11, 1), "c": None}, NOW, _policy())
+    with pytest.raises(ValueError, match="timezone-aware datetimes"):
+        decide_handoff(["A"], ["a"], {"a": "2026-11-01T00:00:00+00:00"}, NOW, _policy())
+    with pytest.raises(ValueError, match=r"more than once \(keys with the same text\): \['1'\]"):
+        decide_handoff(["A"], ["1"], {1: NOW, "1": NOW}, NOW, _policy())
+    handoff, _ = decide_handoff(["A", "A"], ["a", "b"], {"a": None, "b": float("nan")}, NOW, _policy())
+    assert handoff.tolist() == [True, True]  # missing values mean never handed off

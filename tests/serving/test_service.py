@@ -224,3 +224,86 @@ def test_default_as_of_of_a_cut_history_is_the_whole_extract_end(sim: SimulatedS
     prediction = service.score_history(cut, [quiet], scored_at=NOW)[0]
     assert prediction.as_of == expected
     assert prediction.model_dump() == service.score_lead(quiet).model_dump() | {"scored_at": prediction.scored_at}
+
+
+# -- the small-request fast path: cached store facts ----------------------------------------------
+def _write_perturbed_batch(
+    service: ScoringService, store: ScoreStore, ids: list[str], when: datetime, seed: int
+) -> None:
+    """A batch of ``ids`` scored at ``when`` with shuffled scores (so trends vary) and random handoffs."""
+    rng = np.random.default_rng(seed)
+    snap = service.snapshot(service.default_as_of(when))
+    rows = np.array([snap.row_of[lead] for lead in ids], dtype=np.intp)
+    scored = service.score_encoded(snap.lead_ids[rows], snap.Xe[rows], explain=False, scored_at=when)
+    frame = scored.to_store_frame()
+    frame["score"] = np.clip(frame["score"].to_numpy() + rng.integers(-30, 31, len(frame)), 0, 100)
+    frame["handoff"] = rng.random(len(frame)) < 0.3
+    frame["handoff_rule"] = "test"
+    store.write_batch(
+        frame,
+        model_name="leadscore",
+        model_version="3",
+        policy_version=service.policy.policy_version,
+        as_of=snap.as_of.to_pydatetime(),
+        scored_at=when,
+    )
+
+
+def test_cached_store_facts_give_the_answers_of_the_store_queries(
+    sim: SimulatedScoring, policy: HandoffPolicy, store: ScoreStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serving.service as service_module
+
+    service = ScoringService(sim.model, Info(), policy, store, history=sim.history)
+    ids = service.snapshot(service.default_as_of(NOW)).lead_ids[:150].tolist()
+
+    def one_by_one(fast: bool) -> list[dict[str, object]]:
+        monkeypatch.setattr(service_module, "FAST_PATH_MAX_LEADS", 100 if fast else 0)
+        return [service.score_leads([lead], scored_at=NOW).to_records()[0] for lead in ids]
+
+    seen_rules: set[str] = set()
+    seen_trends: set[str] = set()
+    # Each write must invalidate what the fast path cached before it (the first pass caches "never scored").
+    for step, (when, leads) in enumerate(
+        [
+            (None, ids),
+            (NOW - timedelta(days=20), ids),  # handoffs outside the 14-day cool-down
+            (NOW - timedelta(days=3), ids[:100]),  # in cool-down; the other 50 keep their older score
+            (NOW + timedelta(hours=1), ids[50:120]),  # recorded after the decision time
+        ]
+    ):
+        if when is not None:
+            _write_perturbed_batch(service, store, leads, when, seed=step)
+        fast = one_by_one(fast=True)
+        assert fast == one_by_one(fast=False)
+        # a pass of more leads than the fast path takes (batch path, store queried) agrees too
+        monkeypatch.setattr(service_module, "FAST_PATH_MAX_LEADS", 100)
+        whole = service.score_leads(ids, scored_at=NOW)
+        assert len(ids) > service_module.FAST_PATH_MAX_LEADS
+        assert [r["trend"] for r in fast] == whole.trend.tolist()
+        assert [r["handoff"]["rule"] for r in fast] == whole.handoff_rule.tolist()
+        assert [r["handoff"]["handoff"] for r in fast] == whole.handoff.tolist()
+        seen_trends |= {str(r["trend"]) for r in fast}
+        seen_rules |= {str(r["handoff"]["rule"]) for r in fast}
+        if step == 0:
+            assert seen_trends == {"new"}
+    assert seen_trends == {"new", "improving", "steady", "declining"}
+    rules = " | ".join(seen_rules)
+    assert "not handed off in the last 14 days" in rules
+    assert "eligible again" in rules
+    assert "after the decision time" in rules
+
+
+def test_store_check_seconds_trades_staleness_for_a_query(
+    sim: SimulatedScoring, policy: HandoffPolicy, store: ScoreStore
+) -> None:
+    exact = ScoringService(sim.model, Info(), policy, store, history=sim.history)
+    lagging = ScoringService(sim.model, Info(), policy, store, history=sim.history, store_check_seconds=3600)
+    lead = exact.snapshot(exact.default_as_of(NOW)).lead_ids[0]
+    assert exact.score_leads([lead], scored_at=NOW).trend.tolist() == ["new"]
+    assert lagging.score_leads([lead], scored_at=NOW).trend.tolist() == ["new"]
+    _write_perturbed_batch(exact, store, [lead], NOW - timedelta(days=1), seed=7)
+    assert exact.score_leads([lead], scored_at=NOW).trend.tolist() != ["new"]  # the write is seen at once
+    assert lagging.score_leads([lead], scored_at=NOW).trend.tolist() == ["new"]  # within the documented lag
+    with pytest.raises(ValueError, match="store_check_seconds"):
+        ScoringService(sim.model, Info(), policy, store, store_check_seconds=-1)
