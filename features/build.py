@@ -437,10 +437,16 @@ def build_features(
     Raises:
         ValueError: if the history breaks its invariants (unknown leads, types, topics or stages, missing
             times) or the as-of dates are invalid.
+
+    A single-snapshot contract (an export with only a final outcome) has no history to replay: the
+    open leads at ``as_of`` are those created by then whose outcome is not known yet, with their
+    static features (see :mod:`features.single_snapshot`); this is what scoring such data needs.
     """
     contract = history.contract
-    spec = feature_spec(contract, config)
     dates = _as_of_index(as_of)
+    if contract.mode == "single_snapshot":
+        return _open_single_snapshot_rows(history, dates, config)
+    spec = feature_spec(contract, config)
     as_of_sec = dates.asi8 // 1_000_000
     windows = config.windows_days
     max_w = windows[-1]
@@ -616,3 +622,22 @@ def build_features(
     columns["days_to_conversion"] = days_to_conv
     columns["observed_days"] = observed
     return pd.DataFrame(columns, copy=False), spec
+
+
+def _open_single_snapshot_rows(
+    history: ProspectHistory, dates: pd.DatetimeIndex, config: FeatureConfig
+) -> tuple[pd.DataFrame, FeatureSpec]:
+    """Leads of a single-snapshot data set without a known outcome, one row per ``as_of`` they exist at."""
+    from features.single_snapshot import build_single_snapshot_features
+
+    frame, spec = build_single_snapshot_features(history, config)
+    # observed_days == 0 marks a lead whose outcome is not known (see features.single_snapshot)
+    pending = frame[frame["observed_days"] == 0]
+    parts = []
+    for when in dates:
+        part = pending[pending["as_of"] <= when].copy()
+        part["as_of"] = when
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True) if parts else pending.iloc[:0].copy()
+    out["as_of"] = pd.to_datetime(out["as_of"], utc=True).astype(frame["as_of"].dtype)
+    return out.sort_values(["as_of", "lead_id"], kind="stable").reset_index(drop=True), spec

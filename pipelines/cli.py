@@ -432,7 +432,7 @@ def _print_score_summary(summary: Any) -> None:
                 str(rec.score),
                 rec.grade,
                 f"{rec.readiness:.3f}",
-                rec.stage,
+                rec.stage or "-",
                 reasons[0]["text"] if reasons else "-",
                 action.get("label", "-"),
             )

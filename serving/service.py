@@ -198,7 +198,7 @@ class ScoredLeads:
                     "readiness": float(self.readiness[i]),
                     "score": int(self.score[i]),
                     "grade": str(self.grade[i]),
-                    "stage": str(self.stage[i]),
+                    "stage": None if self.stage[i] is None else str(self.stage[i]),
                     "stage_probabilities": probs[i],
                     "reasons": self.reasons[i],
                     "needs": self.needs[i],
@@ -313,7 +313,8 @@ class ScoringService:
     """Score leads with explanations, trends and handoff decisions (see the module docstring).
 
     Args:
-        model: the unwrapped scoring model (``models.bundle.load_scoring_model``); it must have a stage model.
+        model: the unwrapped scoring model (``models.bundle.load_scoring_model``); without a stage model,
+            predictions name no stage.
         model_info: where the model came from (``LoadedModelInfo``: name and version are reported).
         policy: the handoff policy; its horizon must match the model's.
         store: score store for trends and cool-downs (``None``: every trend is ``new``, no cool-down).
@@ -325,7 +326,6 @@ class ScoringService:
 
     Raises:
         PolicyError: the policy's horizon or actions do not fit the model or the history's contract.
-        ValueError: the model has no stage model.
     """
 
     def __init__(
@@ -339,10 +339,6 @@ class ScoringService:
         explain_grades: Sequence[str] = DEFAULT_EXPLAIN_GRADES,
         store_check_seconds: float = 0.0,
     ) -> None:
-        if not model.has_stage:
-            raise ValueError(
-                "the scoring model has no stage model; every prediction needs a stage (retrain with stage)"
-            )
         policy.check_horizon(model.horizon_days)
         self.model = model
         self.model_info = model_info
@@ -489,8 +485,9 @@ class ScoringService:
             readiness=readiness,
             score=out["score"],
             grade=np.asarray(grades, dtype=object),
-            stage=out["stage"],
-            stage_proba=out["stage_proba"],
+            # a model without a stage model (data without conversion times) names no stage
+            stage=out["stage"] if "stage" in out else np.full(n, None, dtype=object),
+            stage_proba=out["stage_proba"] if "stage_proba" in out else np.zeros((n, 0)),
             stage_labels=list(self.model.stage_labels),
             trend=trend,
             previous_score=previous,

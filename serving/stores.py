@@ -192,7 +192,8 @@ scores_table = sa.Table(
     sa.Column("readiness", sa.Float, nullable=False),
     sa.Column("score", sa.Integer, nullable=False),
     sa.Column("grade", sa.String(1), nullable=False),
-    sa.Column("stage", sa.String(64), nullable=False),
+    # null only for models without a stage model (data without conversion times)
+    sa.Column("stage", sa.String(64), nullable=True),
     sa.Column("stage_probabilities", _JSON, nullable=False),
     sa.Column("reasons", _JSON, nullable=True),
     sa.Column("needs", _JSON, nullable=True),
@@ -254,7 +255,7 @@ class ScoreRecord:
     readiness: float
     score: int
     grade: str
-    stage: str
+    stage: str | None
     stage_probabilities: dict[str, float]
     reasons: dict[str, Any] | None
     needs: list[str] | None
@@ -466,7 +467,11 @@ def _prepare_rows(frame: pd.DataFrame) -> dict[str, list[Any]]:
         raise _first_bad(frame, bad, "handoff", "booleans")
 
     for column, limit in (("stage", 64), ("handoff_rule", 10_000)):
-        bad = ~np.array([isinstance(v, str) and 0 < len(v) <= limit for v in frame[column]], dtype=bool)
+        nullable = column == "stage"
+        bad = ~np.array(
+            [(nullable and v is None) or (isinstance(v, str) and 0 < len(v) <= limit) for v in frame[column]],
+            dtype=bool,
+        )
         if bad.any():
             raise _first_bad(frame, bad, column, f"non-empty strings of at most {limit} characters")
 
@@ -486,7 +491,9 @@ def _prepare_rows(frame: pd.DataFrame) -> dict[str, list[Any]]:
         cols[column] = _json_column(frame, column, adapter) if column in frame.columns else [None] * n
     _check_json_semantics(cols)
     missing_stage = [
-        i for i, (s, p) in enumerate(zip(cols["stage"], cols["stage_probabilities"], strict=True)) if s not in p
+        i
+        for i, (s, p) in enumerate(zip(cols["stage"], cols["stage_probabilities"], strict=True))
+        if (s is None and p) or (s is not None and s not in p)
     ]
     if missing_stage:
         i = missing_stage[0]
@@ -501,6 +508,8 @@ def _check_json_semantics(cols: dict[str, list[Any]]) -> None:
     """What the TypedDicts cannot express: reason signs and probabilities that sum to one."""
     for i, probs in enumerate(cols["stage_probabilities"]):
         total = sum(probs.values())
+        if not probs and cols["stage"][i] is None:
+            continue  # a model without a stage model
         if not probs or abs(total - 1.0) > _PROBABILITY_SUM_TOLERANCE:
             raise BatchValidationError(
                 f"scores.stage_probabilities: row {i} (lead_id {cols['lead_id'][i]!r}) does not sum to 1 "

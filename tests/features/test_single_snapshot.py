@@ -153,3 +153,21 @@ def test_attributes_may_not_shadow_label_columns() -> None:
 def test_a_contract_without_attributes_has_no_features() -> None:
     with pytest.raises(ValueError, match="needs at least one attribute"):
         single_snapshot_spec(contract(attributes=[]), FeatureConfig())
+
+
+def test_build_features_on_single_snapshot_data_returns_the_leads_still_without_outcome() -> None:
+    """What scoring needs: leads created by as_of whose outcome is unknown, with their static features."""
+    from features.build import build_features
+
+    h = history()
+    config = FeatureConfig(horizon_days=30)
+    frame, spec = build_features(
+        h, [pd.Timestamp("2020-01-02T12:00:00Z"), pd.Timestamp("2020-02-01T00:00:00Z")], config
+    )
+    # L4 (no outcome) exists only from 2020-01-03: absent at the first date, present at the second
+    assert frame["lead_id"].tolist() == ["L4"]
+    assert frame["as_of"].tolist() == [pd.Timestamp("2020-02-01T00:00:00Z")]
+    assert frame["total_visits"].tolist() == [7.5]
+    assert spec.mode == "single_snapshot"
+    empty, _ = build_features(h, [pd.Timestamp("2020-01-02T12:00:00Z")], config)
+    assert len(empty) == 0 and list(empty.columns) == list(frame.columns)

@@ -92,3 +92,41 @@ def test_sample_must_be_positive(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--sample" in result.output
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_import_train_and_score_leads_without_outcome(
+    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export whose newest leads have no outcome yet: train on the others, then score those."""
+    src = shared_data_dir("x_education_leads")
+    raw = pd.read_csv(src / "Leads.csv", dtype=str, keep_default_na=False).head(1500)
+    pending = raw["Prospect ID"].head(100).tolist()
+    raw.loc[raw.index[:100], "Converted"] = ""  # outcome not known yet
+    export = tmp_path / "export"
+    export.mkdir()
+    raw.to_csv(export / "Leads.csv", index=False)
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("LEADSCORE_HOME", str(home))
+    monkeypatch.setenv("LEADSCORE_MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    monkeypatch.delenv("LEADSCORE_STORE_URL", raising=False)
+    data = tmp_path / "data"
+    result = runner.invoke(
+        app, ["import", "--mapping", "x_education_leads", "--source", str(export), "--out", str(data)]
+    )
+    assert result.exit_code == 0, result.output
+    from features.mapping import recommended_config
+
+    result = runner.invoke(
+        app, ["train", "--data", str(data), "--config", str(recommended_config("x_education_leads"))]
+    )
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "scores.csv"
+    result = runner.invoke(app, ["score", "--data", str(data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(out)
+    assert sorted(scores["lead_id"]) == sorted(pending)  # exactly the leads without an outcome
+    assert scores["stage"].isna().all()  # no conversion times: no buying-stage model
+    assert scores["readiness"].between(0, 1).all()
