@@ -52,6 +52,15 @@ TIME_COLUMNS: dict[str, str] = {
 _NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 
 
+def check_timezone(value: str) -> str:
+    """``value`` if it names an IANA time zone, else a ValueError naming it (for pydantic validators)."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone '{value}'") from exc
+    return value
+
+
 class ContractError(ValueError):
     """A data directory or its contract does not satisfy the data contract."""
 
@@ -179,11 +188,7 @@ class Contract(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _valid_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone '{value}'") from exc
-        return value
+        return check_timezone(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Contract:

@@ -495,13 +495,9 @@ class MappingConfig(_Strict):
     @field_validator("timezone")
     @classmethod
     def _valid_timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        from features.contract import check_timezone
 
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone '{value}'") from exc
-        return value
+        return check_timezone(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> MappingConfig:
