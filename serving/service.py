@@ -75,7 +75,7 @@ from serving.policy import (
     trends,
     week_start,
 )
-from serving.schemas import ActionSuggestion, HandoffDecision, ModelRef, Prediction, Reasons
+from serving.schemas import ModelRef, Prediction
 
 if TYPE_CHECKING:
     from serving.stores import ScoreStore
@@ -218,33 +218,8 @@ class ScoredLeads:
         return out
 
     def to_predictions(self) -> list[Prediction]:
-        """Validated :class:`~serving.schemas.Prediction` objects."""
-        out = []
-        for rec in self.to_records():
-            out.append(
-                Prediction(
-                    lead_id=rec["lead_id"],
-                    readiness=rec["readiness"],
-                    score=rec["score"],
-                    grade=rec["grade"],
-                    stage=rec["stage"],
-                    stage_probabilities=rec["stage_probabilities"],
-                    reasons=Reasons.model_validate(rec["reasons"]) if rec["reasons"] is not None else None,
-                    needs=rec["needs"],
-                    next_best_action=(
-                        ActionSuggestion.model_validate(rec["next_best_action"])
-                        if rec["next_best_action"] is not None
-                        else None
-                    ),
-                    trend=rec["trend"],
-                    handoff=HandoffDecision(handoff=rec["handoff"]["handoff"], rule=rec["handoff"]["rule"]),
-                    model=self.model,
-                    scored_at=rec["scored_at"],
-                    as_of=rec["as_of"],
-                    policy_version=rec["policy_version"],
-                )
-            )
-        return out
+        """Validated :class:`~serving.schemas.Prediction` objects (the records are shaped for it)."""
+        return [Prediction.model_validate(rec) for rec in self.to_records()]
 
 
 FAST_PATH_MAX_LEADS = 100
