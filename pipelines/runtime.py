@@ -14,6 +14,10 @@ PREFECT_DEFAULTS = {
     # The CLI prints its own summary and clear errors; Prefect's run logs stay in its API (UI).
     "PREFECT_LOGGING_LEVEL": "CRITICAL",
     "DO_NOT_TRACK": "true",
+    # The first run on a new machine creates Prefect's database (migrations): measured 12 s on a quiet
+    # machine, and over Prefect's 20 s default on a busy one ("Timed out while attempting to connect to
+    # ephemeral Prefect API server").
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
 # LightGBM's OpenMP threads spin while waiting; on a shared 2-core machine that wastes the CPU the
 # other thread needs (measured: 14 s vs 268 s for the same training under load).
