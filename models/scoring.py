@@ -39,6 +39,7 @@ from scipy.special import expit
 
 from features.spec import FeatureSpec
 from models.encoding import FeatureEncoder, FeatureInput
+from models.fastpredict import SmallBatchPredictor
 
 if TYPE_CHECKING:
     from sklearn.calibration import CalibratedClassifierCV
@@ -49,9 +50,9 @@ if TYPE_CHECKING:
 GRADE_LETTERS = ("A", "B", "C", "D")
 _GRADE_BY_INDEX = np.array(["D", "C", "B", "A"], dtype=object)
 BIAS_COLUMN = "bias"
-# Up to this many rows LightGBM predicts on one thread: waking an OpenMP team costs more than it saves
-# (and far more on a busy machine: ~90 us vs ~430 us for one row measured under load). Larger batches use
-# LightGBM's default thread count, which passing no num_threads restores (LightGBM >= 3.3).
+# Up to this many rows LightGBM predicts on one thread (waking an OpenMP team costs more than it saves, and
+# far more on a busy machine: ~90 us vs ~430 us for one row measured under load) and straight through the
+# C API (models.fastpredict). Larger batches use Booster.predict with LightGBM's default thread count.
 SMALL_BATCH_ROWS = 64
 STAGE_PROBA_PREFIX = "stage_proba_"
 
@@ -199,10 +200,6 @@ def assign_grades(proba: ArrayLike, cutoffs: Mapping[str, float]) -> np.ndarray:
     return _GRADE_BY_INDEX[np.searchsorted(thresholds, np.asarray(proba, dtype=np.float64), side="right")]
 
 
-def _threads(n_rows: int) -> dict[str, Any]:
-    return {"num_threads": 1} if n_rows <= SMALL_BATCH_ROWS else {}
-
-
 # -- the serving model --------------------------------------------------------------------------------
 
 
@@ -267,6 +264,12 @@ class ScoringModel:
         )
         if len(self.stage_weights) != len(self.stage_labels):
             raise ValueError(f"{len(self.stage_weights)} stage weights for {len(self.stage_labels)} stage labels")
+        self._attach_predictors()
+
+    def _attach_predictors(self) -> None:
+        # Small matrices (endpoint requests) skip Booster.predict's per-call overhead; see models.fastpredict.
+        self._readiness_small = SmallBatchPredictor(self.readiness_booster)
+        self._stage_small = SmallBatchPredictor(self.stage_booster) if self.stage_booster is not None else None
 
     @classmethod
     def from_models(
@@ -336,7 +339,9 @@ class ScoringModel:
 
     # -- readiness ------------------------------------------------------------------------------------
     def margin_from_encoded(self, Xe: np.ndarray) -> np.ndarray:
-        return np.asarray(self.readiness_booster.predict(Xe, raw_score=True, **_threads(len(Xe))))
+        if len(Xe) <= SMALL_BATCH_ROWS:
+            return self._readiness_small.predict(Xe, "raw")
+        return np.asarray(self.readiness_booster.predict(Xe, raw_score=True))
 
     def predict_margin(self, X: Input) -> np.ndarray:
         """Raw readiness margin (log-odds before calibration)."""
@@ -356,7 +361,10 @@ class ScoringModel:
     def stage_proba_from_encoded(self, Xe: np.ndarray) -> np.ndarray:
         if self.stage_booster is None:
             raise ValueError("this model has no stage model (stage was disabled at training)")
-        proba = np.asarray(self.stage_booster.predict(Xe, **_threads(len(Xe))))
+        if len(Xe) <= SMALL_BATCH_ROWS and self._stage_small is not None:
+            proba = self._stage_small.predict(Xe, "normal")
+        else:
+            proba = np.asarray(self.stage_booster.predict(Xe))
         return proba.reshape(len(Xe), len(self.stage_labels))
 
     def predict_stage_proba(self, X: Input) -> np.ndarray:
@@ -415,9 +423,10 @@ class ScoringModel:
         self, Xe: np.ndarray, space: Literal["raw", "calibrated_logit"] = "raw"
     ) -> np.ndarray:
         """TreeSHAP contributions, shape (n, n_features + 1), last column the bias (expected value)."""
-        contrib = np.asarray(
-            self.readiness_booster.predict(Xe, pred_contrib=True, **_threads(len(Xe))), dtype=np.float64
-        )
+        if len(Xe) <= SMALL_BATCH_ROWS:
+            contrib = self._readiness_small.predict(Xe, "contrib")
+        else:
+            contrib = np.asarray(self.readiness_booster.predict(Xe, pred_contrib=True), dtype=np.float64)
         if space == "raw":
             return contrib
         if space == "calibrated_logit":
@@ -444,6 +453,8 @@ class ScoringModel:
     # -- pickling -------------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
+        for name in ("_readiness_small", "_stage_small"):  # hold C handles; rebuilt on unpickling
+            state.pop(name, None)
         # Model text is the stable, version-tolerant form of a booster.
         state["readiness_booster"] = self.readiness_booster.model_to_string()
         if self.stage_booster is not None:
@@ -457,3 +468,4 @@ class ScoringModel:
         if state.get("stage_booster") is not None:
             state["stage_booster"] = lgb.Booster(model_str=state["stage_booster"])
         self.__dict__.update(state)
+        self._attach_predictors()
