@@ -22,9 +22,10 @@ What it does:
    history per request, and MLflow returns no reasons, so the comparison favours MLflow).
 
 The client is a minimal asyncio HTTP/1.1 client (pre-encoded requests, Content-Length framing), so its own
-cost per request is small next to the servers'. TCP_NODELAY: asyncio sets it on every TCP transport
-(``asyncio.selector_events._SelectorSocketTransport``), which both uvicorn and this client use; the
-script checks it on the client sockets, and a p99 far below 40 ms shows no delayed-ACK stalls.
+cost per request is small next to the servers'. TCP_NODELAY: asyncio sets it on every TCP transport, and
+so does uvloop (which ``leadscore serve`` runs on when installed); the script checks it on the client
+sockets and on the server side of a connection to an in-process uvicorn with the same settings, and a p99
+far below 40 ms shows no delayed-ACK stalls.
 
 Usage::
 
@@ -213,9 +214,9 @@ async def saturation(
 
 
 def server_sets_nodelay() -> bool:
-    """Run uvicorn (same version and loop/http settings as ``leadscore serve``) in-process on loopback,
-    connect to it, and read TCP_NODELAY off the server side of the accepted connection."""
-    import gc
+    """Run uvicorn (same version and loop/http settings as ``leadscore serve``: uvloop and httptools when
+    installed) in-process on loopback, connect to it, and read TCP_NODELAY off the server side of the
+    accepted connection (found among this process's file descriptors by its peer address)."""
     import threading
 
     import uvicorn
@@ -236,16 +237,18 @@ def server_sets_nodelay() -> bool:
         with socket.create_connection((HOST, port)) as client:
             client.sendall(f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
             client.recv(1024)
-            accepted = [
-                obj.get_extra_info("socket")
-                for obj in gc.get_objects()
-                if isinstance(obj, asyncio.Transport) and not obj.is_closing()
-            ]
-            found = [
-                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-                for sock in accepted
-                if sock is not None and sock.family == socket.AF_INET and sock.getsockname()[1] == port
-            ]
+            found = []
+            for name in os.listdir("/proc/self/fd"):
+                try:
+                    sock = socket.socket(fileno=os.dup(int(name)))
+                except OSError:
+                    continue  # not a socket
+                with sock:
+                    try:
+                        if sock.family == socket.AF_INET and sock.getpeername() == client.getsockname():
+                            found.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                    except OSError:
+                        continue  # not connected
         if not found:
             raise RuntimeError("could not find the accepted server socket")
         return all(found)
@@ -255,6 +258,43 @@ def server_sets_nodelay() -> bool:
 
 
 # -- processes -------------------------------------------------------------------------------------------
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group ``pgid`` (the server and, for
+    ``mlflow models serve``, the uvicorn worker it starts), from /proc."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; fields[0] is the state
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICKS
+
+
+def measured_saturation(
+    pgid: int,
+    port: int,
+    requests: list[bytes],
+    check: Callable[[int, bytes], str | None],
+    concurrency: int,
+    seconds: float,
+) -> tuple[float, int, list[float], float]:
+    """:func:`saturation` plus the server's CPU milliseconds per successful request."""
+    before = group_cpu_seconds(pgid)
+    start = time.monotonic()
+    rps, errors, latencies = asyncio.run(saturation(port, requests, check, concurrency, seconds))
+    cpu = group_cpu_seconds(pgid) - before
+    done = rps * (time.monotonic() - start)
+    return rps, errors, latencies, 1000.0 * cpu / max(done, 1.0)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -406,17 +446,19 @@ def main() -> None:
             f"reconnects after idle keep-alive close {steady.reconnects}"
         )
         print(f"  latency (due time -> last byte): {summary(steady.latencies_ms)}")
-        rps, sat_errors, sat_lat = asyncio.run(
-            saturation(port, requests, check, args.concurrency, args.saturation_seconds)
+        rps, sat_errors, sat_lat, cpu_ms = measured_saturation(
+            serve.pid, port, requests, check, args.concurrency, args.saturation_seconds
         )
         print(f"leadscore saturation ({args.concurrency} connections): {rps:,.0f} req/s, errors {sat_errors}")
         print(f"  latency: {summary(sat_lat)}")
+        print(f"  server CPU per request: {cpu_ms:.2f} ms")
         results["leadscore"] = {
             "steady_p50_ms": statistics.median(steady.latencies_ms) if ok else None,
             "steady_p99_ms": percentile(steady.latencies_ms, 99) if ok else None,
             "steady_errors": errors,
             "saturation_rps": rps,
             "saturation_errors": sat_errors,
+            "server_cpu_ms_per_request": cpu_ms,
         }
     finally:
         stop(serve)
@@ -447,13 +489,25 @@ def main() -> None:
             if mcheck(*first):
                 raise SystemExit(f"mlflow models serve refused the example: {mcheck(*first)}")
             asyncio.run(saturation(mport, raw, mcheck, 2, 3.0))  # warm-up
-            mrps, merrors, mlat = asyncio.run(saturation(mport, raw, mcheck, args.concurrency, args.saturation_seconds))
+            mrps, merrors, mlat, mcpu_ms = measured_saturation(
+                mlflow_proc.pid, mport, raw, mcheck, args.concurrency, args.saturation_seconds
+            )
             print(f"mlflow saturation ({args.concurrency} connections): {mrps:,.0f} req/s, errors {merrors}")
             print(f"  latency: {summary(mlat)}")
-            results["mlflow"] = {"saturation_rps": mrps, "saturation_errors": merrors}
+            print(f"  server CPU per request: {mcpu_ms:.2f} ms")
+            results["mlflow"] = {
+                "saturation_rps": mrps,
+                "saturation_errors": merrors,
+                "server_cpu_ms_per_request": mcpu_ms,
+            }
             results["throughput_ratio"] = results["leadscore"]["saturation_rps"] / mrps
+            # CPU time per request is steadier than throughput on a shared machine (other load slows both
+            # servers' wall clock, less so the CPU each request needs): a second view of the same ratio.
+            results["cpu_per_request_ratio"] = mcpu_ms / results["leadscore"]["server_cpu_ms_per_request"]
             print(
-                f"\nthroughput ratio leadscore / mlflow models serve: {results['throughput_ratio']:.1f}x (goal >= 20x)"
+                f"\nthroughput ratio leadscore / mlflow models serve: {results['throughput_ratio']:.1f}x "
+                "(goal >= 20x); "
+                f"server CPU per request, mlflow / leadscore: {results['cpu_per_request_ratio']:.1f}x"
             )
         finally:
             stop(mlflow_proc)

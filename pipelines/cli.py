@@ -482,6 +482,15 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option("--max-body-bytes", min=1, help="Larger request bodies are refused with 413.")
     ] = 1_048_576,
+    store_check_seconds: Annotated[
+        float,
+        typer.Option(
+            "--store-check-seconds",
+            min=0,
+            help="On-demand scoring checks the score store for a new batch at most this often (0 = every "
+            "request). Trends and cool-downs may lag a newly written batch by up to this long.",
+        ),
+    ] = 1.0,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
 ) -> None:
@@ -512,6 +521,7 @@ def serve(
             data_dir=data,
             poll_seconds=poll_seconds,
             max_body_bytes=max_body_bytes,
+            store_check_seconds=store_check_seconds,
         )
         application = create_app(config)  # refuses to start without API keys
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -252,6 +252,42 @@ def test_score_by_id_matches_the_model_on_point_in_time_features(client: TestCli
         assert p["handoff"]["handoff_id"] is None  # on-demand scoring never records a handoff
 
 
+def test_cached_by_id_requests_run_on_the_event_loop_with_the_same_answers(
+    trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A by-id request whose features and store facts are cached skips the thread pool; the answer is the same,
+    schema-valid, and a request that needs a feature build or a store query still goes to the pool."""
+    import gc
+
+    import serving.app as app_module
+
+    offloaded: list[str] = []
+    real = app_module.run_in_threadpool
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        offloaded.append(fn.__name__)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(app_module, "run_in_threadpool", counting)
+    lead = _known_leads(trained, 1)[0]
+    body = {"items": [{"lead_id": lead}]}
+    with TestClient(create_app(_config(trained, store_check_seconds=60.0)), raise_server_exceptions=False) as c:
+        assert gc.get_freeze_count() > 0  # the loaded model and libraries are out of the collector's way
+        first = c.post("/v1/score", headers=AUTH, json=body)
+        assert first.status_code == 200, first.text
+        assert offloaded == ["_score_records"]  # the lead's store facts were not cached yet
+        second = c.post("/v1/score", headers=AUTH, json=body)
+        assert second.status_code == 200, second.text
+        assert offloaded == ["_score_records"]  # cached now: scored on the event loop
+        explicit = c.post("/v1/score", headers=AUTH, json={**body, "as_of": _iso(trained.as_of)})
+        assert explicit.status_code == 200 and len(offloaded) == 2  # an explicit as_of builds features
+    a, b = first.json()["predictions"][0], second.json()["predictions"][0]
+    Prediction.model_validate(b)
+    assert {k: v for k, v in a.items() if k != "scored_at"} == {k: v for k, v in b.items() if k != "scored_at"}
+    assert a["reasons"] is not None and a["next_best_action"] is not None
+    assert gc.get_freeze_count() == 0  # the lifespan gave them back
+
+
 def test_score_without_explain_has_no_reasons(client: TestClient, trained: Trained) -> None:
     lead = _known_leads(trained, 1)[0]
     response = client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": lead}], "explain": False})
@@ -377,6 +413,9 @@ def test_a_body_just_under_the_limit_is_accepted(client: TestClient, trained: Tr
 
 # -- internal errors ---------------------------------------------------------------------------------
 class ExplodingScorer:
+    def ready_for(self, *_args: Any, **_kwargs: Any) -> bool:
+        return False
+
     def score_leads(self, *_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("secret internal detail /srv/models/x.pkl")
 

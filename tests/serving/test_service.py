@@ -307,3 +307,70 @@ def test_store_check_seconds_trades_staleness_for_a_query(
     assert lagging.score_leads([lead], scored_at=NOW).trend.tolist() == ["new"]  # within the documented lag
     with pytest.raises(ValueError, match="store_check_seconds"):
         ScoringService(sim.model, Info(), policy, store, store_check_seconds=-1)
+
+
+# -- the event-loop fast path --------------------------------------------------------------------------
+def test_default_as_of_of_the_service_follows_the_module_function(sim: SimulatedScoring, policy: HandoffPolicy) -> None:
+    service = ScoringService(sim.model, Info(), policy, history=sim.history)
+    assert service.default_as_of() == default_as_of(sim.data_end)  # memoised per minute
+    assert service.default_as_of() == default_as_of(sim.data_end)
+    assert service.default_as_of(NOW) == default_as_of(sim.data_end, NOW)
+    shorter = sim.history.__class__(
+        contract=sim.history.contract,
+        leads=sim.history.leads,
+        activities=sim.history.activities[sim.history.activities["occurred_at"] < sim.data_end - pd.Timedelta(days=9)],
+        stage_history=sim.history.stage_history,
+    )
+    service.set_history(shorter)  # a new data end: the memo must not answer with the old one
+    assert service.data_end is not None and service.data_end < sim.data_end
+    assert service.default_as_of() == default_as_of(service.data_end) != default_as_of(sim.data_end)
+
+
+def test_ready_for_means_no_feature_build_and_no_store_query(
+    sim: SimulatedScoring, policy: HandoffPolicy, store: ScoreStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = ScoringService(sim.model, Info(), policy, store, history=sim.history, store_check_seconds=60.0)
+    lead = str(service.snapshot(service.default_as_of()).lead_ids[0])
+    other = str(service.snapshot(service.default_as_of()).lead_ids[1])
+    assert not service.ready_for([lead])  # its store facts are not cached yet
+    first = service.score_leads([lead]).to_records()
+    assert service.ready_for([lead])
+    assert not service.ready_for([lead, other])  # other's facts are not cached
+    assert not service.ready_for([lead], as_of=NOW)  # an explicit as_of builds features
+
+    def no_query(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the store was queried")
+
+    for name in ("state_token", "previous_scores", "last_handoff_times", "count_handoffs_since"):
+        monkeypatch.setattr(store, name, no_query)
+    again = service.score_leads([lead]).to_records()  # ready_for promised: no query
+    assert {k: v for k, v in again[0].items() if k != "scored_at"} == {
+        k: v for k, v in first[0].items() if k != "scored_at"
+    }
+    assert service._facts is not None
+    service._facts.checked_at -= 61.0  # the token check is due: not on the event loop
+    assert not service.ready_for([lead])
+
+    exact = ScoringService(sim.model, Info(), policy, store, history=sim.history)  # store_check_seconds=0
+    assert not exact.ready_for([lead])  # reads the token on every pass
+    no_store = ScoringService(sim.model, Info(), policy, history=sim.history)
+    assert not no_store.ready_for([lead])  # the snapshot is not built yet
+    no_store.snapshot(no_store.default_as_of())
+    assert no_store.ready_for([lead])
+
+
+def test_records_serialise_exactly_like_the_validated_response(
+    sim: SimulatedScoring, policy: HandoffPolicy, store: ScoreStore
+) -> None:
+    import json
+
+    from serving.schemas import ScoreResponse, predictions_json
+
+    service = ScoringService(sim.model, Info(), policy, store, history=sim.history)
+    leads = [str(x) for x in service.snapshot(service.default_as_of()).lead_ids[:40]]
+    records = service.score_leads(leads, explain=True).to_records()
+    records += service.score_leads(leads[:3], as_of=NOW - timedelta(days=300), explain=False).to_records()
+    assert any(r["reasons"] for r in records) and any(r["next_best_action"] for r in records)
+    validated = ScoreResponse(predictions=[Prediction.model_validate(r) for r in records])
+    assert json.loads(predictions_json(records)) == json.loads(validated.model_dump_json())
+    assert b'Z"' in predictions_json(records)  # UTC times end in Z, as pydantic writes them
