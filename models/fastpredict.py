@@ -4,10 +4,12 @@
 per call, a deep copy of the keyword arguments, an extra C call to size the output, dtype and layout
 conversions); a one-lead endpoint request makes four such calls (readiness, stage, contributions,
 counterfactual actions). :class:`SmallBatchPredictor` makes the same ``LGBM_BoosterPredictForMat`` call
-directly on a float64 C-contiguous matrix with the per-row output size computed once: about 25 us a call
-(``benchmarks/bench_endpoint.py`` reports the end-to-end effect). The C library does the same work and
-returns the same numbers; ``tests/models/test_fastpredict.py`` checks them bit for bit against
-``Booster.predict``. The C API is thread-safe for predictions (LightGBM takes a shared lock per booster).
+directly on a float64 C-contiguous matrix with the per-row output size computed once: about 25 us a call;
+a single row goes through ``LGBM_BoosterPredictForMatSingleRowFast`` with its configuration prepared once
+per prediction kind (about 5 us; ``benchmarks/bench_endpoint.py`` reports the end-to-end effect). The C
+library does the same work and returns the same numbers; ``tests/models/test_fastpredict.py`` checks them
+bit for bit against ``Booster.predict``. Both C calls are thread-safe (LightGBM locks the booster's cached single-row
+predictor; matrix predictions take a shared lock).
 
 Like ``Booster.predict`` it uses ``best_iteration`` when the booster has one (else all iterations).
 """
@@ -15,6 +17,7 @@ Like ``Booster.predict`` it uses ``best_iteration`` when the booster has one (el
 from __future__ import annotations
 
 import ctypes
+import threading
 from typing import Literal
 
 import lightgbm as lgb
@@ -46,6 +49,37 @@ class SmallBatchPredictor:
         self._num_iteration = best if best is not None and best > 0 else -1
         self._parameter = ctypes.c_char_p(f"num_threads={num_threads}".encode())
         self._per_row = {kind: self._outputs_per_row(code) for kind, code in _TYPE_CODES.items()}
+        self._fast: dict[str, ctypes.c_void_p] = {}
+        self._fast_lock = threading.Lock()
+
+    def __del__(self) -> None:
+        try:
+            for handle in self._fast.values():
+                _LIB.LGBM_FastConfigFree(handle)
+        except Exception:  # interpreter shutdown: the library may already be gone
+            pass
+
+    def _fast_config(self, kind: str) -> ctypes.c_void_p:
+        handle = self._fast.get(kind)
+        if handle is None:
+            with self._fast_lock:
+                handle = self._fast.get(kind)
+                if handle is None:
+                    handle = ctypes.c_void_p()
+                    _safe_call(
+                        _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+                            self.booster._handle,
+                            ctypes.c_int(_TYPE_CODES[kind]),
+                            ctypes.c_int(0),
+                            ctypes.c_int(self._num_iteration),
+                            ctypes.c_int(_FLOAT64),
+                            ctypes.c_int32(self.n_features),
+                            self._parameter,
+                            ctypes.byref(handle),
+                        )
+                    )
+                    self._fast[kind] = handle
+        return handle
 
     def _outputs_per_row(self, predict_type: int) -> int:
         out = ctypes.c_int64(0)
@@ -78,8 +112,17 @@ class SmallBatchPredictor:
         n = mat.shape[0]
         per_row = self._per_row[kind]
         out = np.empty(n * per_row, dtype=np.float64)
-        if n:
-            written = ctypes.c_int64(0)
+        written = ctypes.c_int64(0)
+        if n == 1:
+            _safe_call(
+                _LIB.LGBM_BoosterPredictForMatSingleRowFast(
+                    self._fast_config(kind),
+                    mat.ctypes.data_as(ctypes.c_void_p),
+                    ctypes.byref(written),
+                    out.ctypes.data_as(_DOUBLE_P),
+                )
+            )
+        elif n:
             _safe_call(
                 _LIB.LGBM_BoosterPredictForMat(
                     self.booster._handle,
@@ -96,6 +139,6 @@ class SmallBatchPredictor:
                     out.ctypes.data_as(_DOUBLE_P),
                 )
             )
-            if written.value != out.size:
-                raise RuntimeError(f"LightGBM wrote {written.value} predictions, expected {out.size}")
+        if n and written.value != out.size:
+            raise RuntimeError(f"LightGBM wrote {written.value} predictions, expected {out.size}")
         return out if per_row == 1 else out.reshape(n, per_row)

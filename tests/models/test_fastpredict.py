@@ -95,6 +95,24 @@ def test_loaded_booster_and_non_contiguous_input(binary: lgb.Booster) -> None:
     np.testing.assert_array_equal(SmallBatchPredictor(loaded).predict(strided), binary.predict(strided))
 
 
+def test_single_rows_from_many_threads_at_once(binary: lgb.Booster, multiclass: lgb.Booster) -> None:
+    """The endpoint predicts from its event loop and its thread pool at the same time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    X = _data(200, 8)
+    fast_b, fast_m = SmallBatchPredictor(binary), SmallBatchPredictor(multiclass)
+
+    def row(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        one = X[i : i + 1]
+        return fast_b.predict(one, "contrib"), fast_b.predict(one, "raw"), fast_m.predict(one)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(row, range(len(X))))
+    np.testing.assert_array_equal(np.vstack([r[0] for r in results]), binary.predict(X, pred_contrib=True))
+    np.testing.assert_array_equal(np.concatenate([r[1] for r in results]), binary.predict(X, raw_score=True))
+    np.testing.assert_array_equal(np.vstack([r[2] for r in results]), multiclass.predict(X))
+
+
 def test_empty_and_wrong_shapes(binary: lgb.Booster) -> None:
     fast = SmallBatchPredictor(binary)
     assert fast.predict(np.empty((0, N_FEATURES)), "raw").shape == (0,)
