@@ -30,6 +30,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -305,6 +306,46 @@ class RequestGuard:
         await self.app(scope, receive_limited, send_with_id)
 
 
+# -- store facts refresher -------------------------------------------------------------------------
+class _StoreFactsRefresher:
+    """Checks the score store for a new batch in the background, twice per ``store_check_seconds``.
+
+    On-demand scoring caches trend and cool-down facts and re-reads the store's state token when its last
+    check is older than ``store_check_seconds`` (see :mod:`serving.service`, "Store facts"). Done here, the
+    check never falls on a request: cached requests stay on the event loop, with no query in their way.
+    Follows the champion watcher, so a hot-swapped model's service is refreshed too.
+    """
+
+    def __init__(self, watcher: ChampionWatcher[Scorer], store_check_seconds: float) -> None:
+        self.watcher = watcher
+        self.interval = store_check_seconds / 2.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.interval <= 0:
+            return  # store_check_seconds == 0: every request checks the store itself
+        self._thread = threading.Thread(target=self._run, name="store-facts-refresher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            current = self.watcher.current
+            refresh = getattr(current.service, "refresh_store_facts", None) if current is not None else None
+            if refresh is None:
+                continue
+            try:
+                refresh()
+            except Exception:  # a store hiccup: requests check the store themselves until the next pass
+                log.warning("checking the score store for a new batch failed", exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+
 # -- the app ---------------------------------------------------------------------------------------
 @dataclass
 class AppState:
@@ -385,10 +426,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
         gc.freeze()
         if config.poll_seconds > 0:
             watcher.start()
+        refresher = _StoreFactsRefresher(watcher, config.store_check_seconds)
+        refresher.start()
         app.state.leadscore = AppState(config, store, watcher, history, known, datetime.now(UTC))
         try:
             yield
         finally:
+            refresher.stop()
             watcher.stop()
             store.close()
             gc.unfreeze()

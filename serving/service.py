@@ -517,6 +517,23 @@ class ScoringService:
             timings=timings,
         )
 
+    def refresh_store_facts(self) -> None:
+        """Read the store's state token now (a background thread calls this, so requests need not).
+
+        Starts a new facts cache when a batch was written since the last check; otherwise marks the cache
+        as checked. No-op without a store or with ``store_check_seconds == 0`` (every pass checks itself).
+        """
+        if self.store is None or self.store_check_seconds <= 0:
+            return
+        check = time.monotonic()
+        token = self.store.state_token()
+        with self._facts_lock:
+            facts = self._facts
+            if facts is None or facts.token != token or len(facts.previous) > _FACTS_MAX_LEADS:
+                self._facts = _StoreFacts(token=token, checked_at=check)
+            else:
+                facts.checked_at = max(facts.checked_at, check)
+
     def _cached_store_facts(self, ids: list[str], now: datetime) -> tuple[np.ndarray, dict[str, datetime], int]:
         """Previous scores, recent handoffs and (capacity mode) this week's handoff count, from the cache.
 

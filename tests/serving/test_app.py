@@ -271,7 +271,7 @@ def test_cached_by_id_requests_run_on_the_event_loop_with_the_same_answers(
     monkeypatch.setattr(app_module, "run_in_threadpool", counting)
     lead = _known_leads(trained, 1)[0]
     body = {"items": [{"lead_id": lead}]}
-    with TestClient(create_app(_config(trained, store_check_seconds=60.0)), raise_server_exceptions=False) as c:
+    with TestClient(create_app(_config(trained, store_check_seconds=2.0)), raise_server_exceptions=False) as c:
         assert gc.get_freeze_count() > 0  # the loaded model and libraries are out of the collector's way
         first = c.post("/v1/score", headers=AUTH, json=body)
         assert first.status_code == 200, first.text
@@ -279,6 +279,14 @@ def test_cached_by_id_requests_run_on_the_event_loop_with_the_same_answers(
         second = c.post("/v1/score", headers=AUTH, json=body)
         assert second.status_code == 200, second.text
         assert offloaded == ["_score_records"]  # cached now: scored on the event loop
+        service = c.app.state.leadscore.watcher.current.service  # type: ignore[attr-defined]
+        service._facts.checked_at -= 1.9  # nearly due: the background refresher checks it in time
+        deadline = time.monotonic() + 10
+        while time.monotonic() - service._facts.checked_at > 1.0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert time.monotonic() - service._facts.checked_at <= 1.0, "the store facts refresher did not run"
+        assert c.post("/v1/score", headers=AUTH, json=body).status_code == 200
+        assert offloaded == ["_score_records"]  # still fresh: no request waited for the store
         explicit = c.post("/v1/score", headers=AUTH, json={**body, "as_of": _iso(trained.as_of)})
         assert explicit.status_code == 200 and len(offloaded) == 2  # an explicit as_of builds features
     a, b = first.json()["predictions"][0], second.json()["predictions"][0]

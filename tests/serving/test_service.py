@@ -350,6 +350,26 @@ def test_ready_for_means_no_feature_build_and_no_store_query(
     assert service._facts is not None
     service._facts.checked_at -= 61.0  # the token check is due: not on the event loop
     assert not service.ready_for([lead])
+    monkeypatch.undo()
+    service.refresh_store_facts()  # what the app's background refresher does
+    assert service.ready_for([lead])  # same token: the cached facts stay
+    batch = pd.DataFrame(
+        {
+            "lead_id": [lead],
+            "readiness": [0.5],
+            "score": [50],
+            "grade": ["B"],
+            "stage": [sim.model.stage_labels[0]],
+            "stage_probabilities": [dict.fromkeys(sim.model.stage_labels, 1.0 / len(sim.model.stage_labels))],
+            "trend": ["new"],
+            "handoff": [False],
+            "handoff_rule": ["test"],
+        }
+    )
+    store.write_batch(batch, model_name="m", model_version="1", policy_version="p", as_of=NOW)
+    service.refresh_store_facts()  # a new batch: its facts are read again, by the next request
+    assert not service.ready_for([lead])
+    assert service.score_leads([lead]).previous_score[0] == 50.0
 
     exact = ScoringService(sim.model, Info(), policy, store, history=sim.history)  # store_check_seconds=0
     assert not exact.ready_for([lead])  # reads the token on every pass
