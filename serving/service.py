@@ -390,13 +390,9 @@ class ScoringService:
                 return False
         if self.store is None:
             return True
-        if self.store_check_seconds <= 0:
-            return False  # every pass reads the store's token
         with self._facts_lock:
-            facts = self._facts
-            if facts is None or time.monotonic() - facts.checked_at >= self.store_check_seconds:
-                return False
-            if any(str(lead) not in facts.previous for lead in lead_ids):
+            facts = self._fresh_facts()  # never fresh with store_check_seconds == 0: every pass reads the token
+            if facts is None or any(str(lead) not in facts.previous for lead in lead_ids):
                 return False
             if isinstance(self.policy.grading, CapacityGrading):
                 return week_start(datetime.now(UTC)) in facts.week_counts
@@ -523,16 +519,28 @@ class ScoringService:
         Starts a new facts cache when a batch was written since the last check; otherwise marks the cache
         as checked. No-op without a store or with ``store_check_seconds == 0`` (every pass checks itself).
         """
-        if self.store is None or self.store_check_seconds <= 0:
-            return
+        if self.store is not None and self.store_check_seconds > 0:
+            self._check_store_token()
+
+    def _fresh_facts(self) -> _StoreFacts | None:
+        """The facts cache if its token was checked less than ``store_check_seconds`` ago (hold ``_facts_lock``)."""
+        facts = self._facts
+        if facts is not None and time.monotonic() - facts.checked_at < self.store_check_seconds:
+            return facts
+        return None
+
+    def _check_store_token(self) -> _StoreFacts:
+        """Read the store's token: a new facts cache when a batch was written since (or the cache is full)."""
+        assert self.store is not None
         check = time.monotonic()
         token = self.store.state_token()
         with self._facts_lock:
             facts = self._facts
             if facts is None or facts.token != token or len(facts.previous) > _FACTS_MAX_LEADS:
-                self._facts = _StoreFacts(token=token, checked_at=check)
+                facts = self._facts = _StoreFacts(token=token, checked_at=check)
             else:
                 facts.checked_at = max(facts.checked_at, check)
+            return facts
 
     def _cached_store_facts(self, ids: list[str], now: datetime) -> tuple[np.ndarray, dict[str, datetime], int]:
         """Previous scores, recent handoffs and (capacity mode) this week's handoff count, from the cache.
@@ -541,23 +549,10 @@ class ScoringService:
         """
         store = self.store
         assert store is not None
-        check = time.monotonic()
         with self._facts_lock:
-            facts = self._facts
-            fresh = (
-                facts is not None
-                and self.store_check_seconds > 0
-                and check - facts.checked_at < self.store_check_seconds
-            )
-        if not fresh:
-            token = store.state_token()
-            with self._facts_lock:
-                facts = self._facts
-                if facts is None or facts.token != token or len(facts.previous) > _FACTS_MAX_LEADS:
-                    facts = self._facts = _StoreFacts(token=token, checked_at=check)
-                else:
-                    facts.checked_at = check
-        assert facts is not None
+            facts = self._fresh_facts()
+        if facts is None:
+            facts = self._check_store_token()
         with self._facts_lock:
             missing = [lead for lead in dict.fromkeys(ids) if lead not in facts.previous]
         if missing:
