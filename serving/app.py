@@ -30,7 +30,6 @@ from __future__ import annotations
 import gc
 import logging
 import re
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -48,7 +47,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import ApiKeyAuth, ApiKeyring
-from serving.model_watch import ChampionWatcher, LoadedChampion
+from serving.model_watch import ChampionWatcher, LoadedChampion, PeriodicThread
 from serving.schemas import (
     API_VERSION,
     DEFAULT_QUEUE_LIMIT,
@@ -104,10 +103,13 @@ class Scorer(Protocol):
     inline leads of a request). Both answer in the order of ``lead_ids`` and raise
     :class:`serving.service.UnknownLeadError` / :class:`serving.service.LeadNotOpenError`. ``ready_for``
     says whether ``score_leads`` of those leads at that ``as_of`` is cheap enough to run on the event loop (no
-    feature build, no store query).
+    feature build, no store query); ``refresh_store_facts`` checks the score store for a new batch (called
+    from a background thread).
     """
 
     def ready_for(self, lead_ids: Sequence[str], as_of: datetime | None = None) -> bool: ...
+
+    def refresh_store_facts(self) -> None: ...
 
     def score_leads(
         self, lead_ids: Sequence[str], as_of: datetime | None = None, *, explain: bool = True
@@ -307,43 +309,30 @@ class RequestGuard:
 
 
 # -- store facts refresher -------------------------------------------------------------------------
-class _StoreFactsRefresher:
-    """Checks the score store for a new batch in the background, twice per ``store_check_seconds``.
+def _store_facts_refresher(watcher: ChampionWatcher[Scorer], store_check_seconds: float) -> PeriodicThread | None:
+    """A thread checking the score store for a new batch twice per ``store_check_seconds`` (None for 0).
 
     On-demand scoring caches trend and cool-down facts and re-reads the store's state token when its last
     check is older than ``store_check_seconds`` (see :mod:`serving.service`, "Store facts"). Done here, the
     check never falls on a request: cached requests stay on the event loop, with no query in their way.
-    Follows the champion watcher, so a hot-swapped model's service is refreshed too.
+    Follows the champion watcher, so a hot-swapped model's service is refreshed too. A failed check is
+    logged; requests then check the store themselves until the next round succeeds.
     """
+    if store_check_seconds <= 0:
+        return None  # every request checks the store itself
 
-    def __init__(self, watcher: ChampionWatcher[Scorer], store_check_seconds: float) -> None:
-        self.watcher = watcher
-        self.interval = store_check_seconds / 2.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def refresh() -> None:
+        current = watcher.current
+        if current is not None:
+            current.service.refresh_store_facts()
 
-    def start(self) -> None:
-        if self.interval <= 0:
-            return  # store_check_seconds == 0: every request checks the store itself
-        self._thread = threading.Thread(target=self._run, name="store-facts-refresher", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            current = self.watcher.current
-            refresh = getattr(current.service, "refresh_store_facts", None) if current is not None else None
-            if refresh is None:
-                continue
-            try:
-                refresh()
-            except Exception:  # a store hiccup: requests check the store themselves until the next pass
-                log.warning("checking the score store for a new batch failed", exc_info=True)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+    return PeriodicThread(
+        "store-facts-refresher",
+        store_check_seconds / 2.0,
+        refresh,
+        "checking the score store for a new batch failed",
+        level=logging.WARNING,
+    )
 
 
 # -- the app ---------------------------------------------------------------------------------------
@@ -426,13 +415,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
         gc.freeze()
         if config.poll_seconds > 0:
             watcher.start()
-        refresher = _StoreFactsRefresher(watcher, config.store_check_seconds)
-        refresher.start()
+        refresher = _store_facts_refresher(watcher, config.store_check_seconds)
+        if refresher is not None:
+            refresher.start()
         app.state.leadscore = AppState(config, store, watcher, history, known, datetime.now(UTC))
         try:
             yield
         finally:
-            refresher.stop()
+            if refresher is not None:
+                refresher.stop()
             watcher.stop()
             store.close()
             gc.unfreeze()

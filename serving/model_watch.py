@@ -35,6 +35,47 @@ AliasResolver = Callable[[], int]
 """``resolver() -> version`` the alias points to now (raises when it cannot tell)."""
 
 
+class PeriodicThread:
+    """Runs ``task`` every ``interval`` seconds on a daemon thread until stopped; an exception is logged
+    (``failure`` as the message, at ``level``, with its stack trace) and the next round tries again, so the
+    thread never dies."""
+
+    def __init__(
+        self, name: str, interval: float, task: Callable[[], object], failure: str, level: int = logging.ERROR
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be > 0, got {interval}")
+        self.name = name
+        self.interval = float(interval)
+        self._task = task
+        self._failure = failure
+        self._level = level
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._task()
+            except Exception:
+                log.log(self._level, self._failure, exc_info=True)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread and wait for it (a round in progress finishes first)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
 @dataclass(frozen=True)
 class LoadedChampion(Generic[S]):
     """One loaded model version and the service built on it (immutable: swapped as a whole)."""
@@ -116,8 +157,9 @@ class ChampionWatcher(Generic[S]):
         self._current: LoadedChampion[S] | None = None
         self._failure: LoadFailure | None = None
         self._lock = threading.Lock()  # one load at a time (poll thread vs. an explicit check)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = PeriodicThread(
+            f"champion-watch-{name}", self.poll_seconds, self.check_once, "champion poll failed unexpectedly"
+        )
 
     @property
     def model_uri(self) -> str:
@@ -187,22 +229,8 @@ class ChampionWatcher(Generic[S]):
     # -- background polling ----------------------------------------------------------------------
     def start(self) -> None:
         """Start the polling thread (idempotent)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"champion-watch-{self.name}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            try:
-                self.check_once()
-            except Exception:  # never let the thread die: the next poll tries again
-                log.exception("champion poll failed unexpectedly")
+        self._poller.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the polling thread and wait for it (a load in progress finishes first)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._poller.stop(timeout)

@@ -424,6 +424,9 @@ class ExplodingScorer:
     def ready_for(self, *_args: Any, **_kwargs: Any) -> bool:
         return False
 
+    def refresh_store_facts(self) -> None:
+        pass
+
     def score_leads(self, *_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("secret internal detail /srv/models/x.pkl")
 
@@ -599,3 +602,31 @@ def test_serve_command_refuses_to_start_without_api_keys(monkeypatch: pytest.Mon
     result = CliRunner().invoke(app, ["serve", "--port", "1"])
     assert result.exit_code == 2
     assert "LEADSCORE_API_KEYS" in result.output and "Traceback" not in result.output
+
+
+def test_periodic_thread_survives_a_failing_round_and_stops(caplog: pytest.LogCaptureFixture) -> None:
+    from serving.model_watch import PeriodicThread
+
+    calls: list[int] = []
+
+    def task() -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise RuntimeError("store down")
+
+    thread = PeriodicThread("test-periodic", 0.02, task, "round failed", level=logging.WARNING)
+    with caplog.at_level(logging.WARNING, logger="serving.model_watch"):
+        thread.start()
+        thread.start()  # idempotent: still one thread
+        deadline = time.monotonic() + 10
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        thread.stop()
+    assert len(calls) >= 3  # the failed first round did not end the thread
+    failures = [r for r in caplog.records if r.getMessage() == "round failed"]
+    assert len(failures) == 1 and failures[0].levelno == logging.WARNING and failures[0].exc_info is not None
+    stopped_at = len(calls)
+    time.sleep(0.1)
+    assert len(calls) == stopped_at
+    with pytest.raises(ValueError, match="interval"):
+        PeriodicThread("bad", 0, task, "x")
