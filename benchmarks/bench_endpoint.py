@@ -289,11 +289,10 @@ def measured_saturation(
 ) -> tuple[float, int, list[float], float]:
     """:func:`saturation` plus the server's CPU milliseconds per successful request."""
     before = group_cpu_seconds(pgid)
-    start = time.monotonic()
     rps, errors, latencies = asyncio.run(saturation(port, requests, check, concurrency, seconds))
     cpu = group_cpu_seconds(pgid) - before
-    done = rps * (time.monotonic() - start)
-    return rps, errors, latencies, 1000.0 * cpu / max(done, 1.0)
+    done = len(latencies) - errors  # every response has a latency; the successful ones are the rest
+    return rps, errors, latencies, 1000.0 * cpu / max(done, 1)
 
 
 def free_port() -> int:
