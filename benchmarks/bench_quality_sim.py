@@ -611,7 +611,8 @@ def run_checks(report: Report) -> None:
 # -- output ---------------------------------------------------------------------------------------
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table (floats with 4 decimals); also used by ``benchmarks/quality.py``."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -744,7 +745,9 @@ def render_markdown(report: Report) -> str:
         "",
         f"## Checks ({n_pass}/{len(report.checks)} pass)",
         "",
-        _table(["check", "result", "figures"], [[ch.name, f"**{ch.verdict}**", ch.detail] for ch in report.checks]),
+        markdown_table(
+            ["check", "result", "figures"], [[ch.name, f"**{ch.verdict}**", ch.detail] for ch in report.checks]
+        ),
         "",
         "## Data",
         "",
@@ -761,7 +764,7 @@ def render_markdown(report: Report) -> str:
         "",
         "## Readiness (test snapshots)",
         "",
-        _table(
+        markdown_table(
             ["model", *SHOWN_METRICS, "base_rate"],
             [[name, *(m[k] for k in SHOWN_METRICS), m["base_rate"]] for name, m in report.readiness.items()],
         ),
@@ -789,7 +792,7 @@ def render_markdown(report: Report) -> str:
             if f"{name}_on_matched" in c:
                 rows.append([name, *(c[f"{name}_on_matched"][k] for k in ("roc_auc", "pr_auc", "ece", "lift_at_10"))])
         md += [
-            _table(["score (matched test rows)", "roc_auc", "pr_auc", "ece", "lift_at_10"], rows),
+            markdown_table(["score (matched test rows)", "roc_auc", "pr_auc", "ece", "lift_at_10"], rows),
             "",
             f"LightGBM closes {c['share_of_ceiling_gap_closed']:.1%} of the ROC AUC distance from random (0.5) to "
             f"the ceiling and reaches {c['pr_auc_ratio']:.1%} of the ceiling's PR AUC; the Spearman rank correlation "
@@ -805,12 +808,12 @@ def render_markdown(report: Report) -> str:
             "test *leads* (a lead's snapshots are correlated, so whole leads are resampled; every score is "
             "evaluated on the same resample, so differences are paired).",
             "",
-            _table(
+            markdown_table(
                 ["score", "roc_auc 95% interval", "pr_auc 95% interval"],
                 [[name, _span(iv["roc_auc"]), _span(iv["pr_auc"])] for name, iv in b["interval"].items()],
             ),
             "",
-            _table(
+            markdown_table(
                 ["leadscore minus", "roc_auc diff 95% interval", "ahead in", "pr_auc diff 95% interval", "ahead in"],
                 [
                     [
@@ -830,7 +833,7 @@ def render_markdown(report: Report) -> str:
         "",
         "Grade cut-offs are set on the calibration snapshots (top 10% A, next 20% B, next 30% C, rest D).",
         "",
-        _table(
+        markdown_table(
             [
                 "grade",
                 "min probability",
@@ -861,7 +864,7 @@ def render_markdown(report: Report) -> str:
         md += [
             "### Readiness by the simulator's true latent phase at `as_of` (test)",
             "",
-            _table(
+            markdown_table(
                 ["true phase", "rows", "share", "conversion rate", "mean true propensity", "mean predicted"],
                 [
                     [
@@ -890,7 +893,7 @@ def render_markdown(report: Report) -> str:
             f"undetermined: {st['undetermined']}. The true bucket equals the training label on "
             f"{st['label_agreement_with_training_labels']:.2%} of rows.",
             "",
-            _table(
+            markdown_table(
                 ["score", "accuracy", "macro F1"],
                 [
                     ["stage model (served decision rule)", st["accuracy"], st["macro_f1"]],
@@ -905,7 +908,7 @@ def render_markdown(report: Report) -> str:
             "",
             f"Balanced accuracy (mean per-class recall) of the stage model: {st['balanced_accuracy']:.4f}.",
             "",
-            _table(
+            markdown_table(
                 [
                     "true stage",
                     "support",
@@ -935,7 +938,7 @@ def render_markdown(report: Report) -> str:
             "",
             "Confusion matrix (rows = true stage, columns = predicted):",
             "",
-            _table(
+            markdown_table(
                 ["true \\ predicted", *st["labels"]],
                 [
                     [lab, *(f"{v:,}" for v in cm_row)]
@@ -946,7 +949,7 @@ def render_markdown(report: Report) -> str:
             f"Predicted stage against the simulator's true latent phase at `as_of` ({st['phase_rows_matched']:,} "
             "stage test rows with a phase):",
             "",
-            _table(
+            markdown_table(
                 ["true phase \\ predicted", *st["labels"]],
                 [[ph, *(f"{row[lab]:,}" for lab in st["labels"])] for ph, row in st["phase_crosstab"].items()],
             ),
@@ -959,7 +962,7 @@ def render_markdown(report: Report) -> str:
         "",
         "Wall-clock seconds on the shared machine (noisy; compare ratios within one run).",
         "",
-        _table(["phase", "seconds"], [[k, f"{v:.1f}"] for k, v in report.timings.items()]),
+        markdown_table(["phase", "seconds"], [[k, f"{v:.1f}"] for k, v in report.timings.items()]),
         "",
         "`train_models` breakdown: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in report.train_timings.items())

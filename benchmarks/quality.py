@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_quality_sim import lead_bootstrap, machine_info  # noqa: E402  (shared benchmark helpers)
+from bench_quality_sim import lead_bootstrap, machine_info, markdown_table  # noqa: E402  (shared benchmark helpers)
 
 from features import build, single_snapshot, snapshots, validation  # noqa: E402
 from features.io import atomic_write_text  # noqa: E402
@@ -243,7 +243,7 @@ def render_table(results: list[DataSetResult]) -> str:
         "HGB PR AUC",
         "PR AUC: leadscore >= best baseline?",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for r in results:
         m = r.metrics
         own = m[LEADSCORE]
@@ -261,8 +261,8 @@ def render_table(results: list[DataSetResult]) -> str:
             _f(m[HIST_GB]["pr_auc"]),
             verdict(r),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(head, rows)
 
 
 def render_details(results: list[DataSetResult]) -> str:
@@ -277,28 +277,23 @@ def render_details(results: list[DataSetResult]) -> str:
         "max single-feature AUC (probe)",
         "strongest numeric feature: AUC train -> test",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in results:
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    f"`{r.name}`",
-                    r.mode,
-                    f"`{r.config}`",
-                    str(r.n_features),
-                    f"{r.rows['train']:,} ({r.positives['train']:,})",
-                    f"{r.rows['valid']:,} ({r.positives['valid']:,})",
-                    " / ".join(f"{r.positives[p] / r.rows[p]:.1%}" for p in ("train", "valid", "test")),
-                    _f(r.leakage_max_auc) if r.leakage_max_auc is not None else "-",
-                    f"`{r.drift['feature']}` {_f(r.drift['train_auc'])} -> {_f(r.drift['test_auc'])}"
-                    if r.drift["feature"]
-                    else "-",
-                ]
-            )
-            + " |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [
+            f"`{r.name}`",
+            r.mode,
+            f"`{r.config}`",
+            str(r.n_features),
+            f"{r.rows['train']:,} ({r.positives['train']:,})",
+            f"{r.rows['valid']:,} ({r.positives['valid']:,})",
+            " / ".join(f"{r.positives[p] / r.rows[p]:.1%}" for p in ("train", "valid", "test")),
+            _f(r.leakage_max_auc) if r.leakage_max_auc is not None else "-",
+            f"`{r.drift['feature']}` {_f(r.drift['train_auc'])} -> {_f(r.drift['test_auc'])}"
+            if r.drift["feature"]
+            else "-",
+        ]
+        for r in results
+    ]
+    return markdown_table(head, rows)
 
 
 DATA_NOTES = {
