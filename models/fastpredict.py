@@ -38,12 +38,15 @@ class SmallBatchPredictor:
         booster: a trained or loaded booster; it must outlive this predictor (it holds the C handle).
         num_threads: LightGBM threads per call (1 suits small matrices: waking an OpenMP team costs more
             than it saves).
+        max_rows: matrices with more rows go to ``Booster.predict`` with LightGBM's default thread count
+            (batches); None sends every matrix through the C API.
     """
 
-    def __init__(self, booster: lgb.Booster, *, num_threads: int = 1) -> None:
+    def __init__(self, booster: lgb.Booster, *, num_threads: int = 1, max_rows: int | None = None) -> None:
         if num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         self.booster = booster
+        self.max_rows = max_rows
         self.n_features = booster.num_feature()
         best = booster.best_iteration
         self._num_iteration = best if best is not None and best > 0 else -1
@@ -110,6 +113,10 @@ class SmallBatchPredictor:
         if mat.ndim != 2 or mat.shape[1] != self.n_features:
             raise ValueError(f"expected a 2-D matrix with {self.n_features} feature columns, got shape {mat.shape}")
         n = mat.shape[0]
+        if self.max_rows is not None and n > self.max_rows:
+            return np.asarray(
+                self.booster.predict(mat, raw_score=kind == "raw", pred_contrib=kind == "contrib"), dtype=np.float64
+            )
         per_row = self._per_row[kind]
         out = np.empty(n * per_row, dtype=np.float64)
         written = ctypes.c_int64(0)

@@ -268,8 +268,9 @@ class ScoringModel:
 
     def _attach_predictors(self) -> None:
         # Small matrices (endpoint requests) skip Booster.predict's per-call overhead; see models.fastpredict.
-        self._readiness_small = SmallBatchPredictor(self.readiness_booster)
-        self._stage_small = SmallBatchPredictor(self.stage_booster) if self.stage_booster is not None else None
+        self._readiness_predictor = SmallBatchPredictor(self.readiness_booster, max_rows=SMALL_BATCH_ROWS)
+        stage = self.stage_booster
+        self._stage_predictor = SmallBatchPredictor(stage, max_rows=SMALL_BATCH_ROWS) if stage is not None else None
 
     @classmethod
     def from_models(
@@ -339,9 +340,7 @@ class ScoringModel:
 
     # -- readiness ------------------------------------------------------------------------------------
     def margin_from_encoded(self, Xe: np.ndarray) -> np.ndarray:
-        if len(Xe) <= SMALL_BATCH_ROWS:
-            return self._readiness_small.predict(Xe, "raw")
-        return np.asarray(self.readiness_booster.predict(Xe, raw_score=True))
+        return self._readiness_predictor.predict(Xe, "raw")
 
     def predict_margin(self, X: Input) -> np.ndarray:
         """Raw readiness margin (log-odds before calibration)."""
@@ -359,12 +358,9 @@ class ScoringModel:
 
     # -- stage ----------------------------------------------------------------------------------------
     def stage_proba_from_encoded(self, Xe: np.ndarray) -> np.ndarray:
-        if self.stage_booster is None:
+        if self._stage_predictor is None:
             raise ValueError("this model has no stage model (stage was disabled at training)")
-        if len(Xe) <= SMALL_BATCH_ROWS and self._stage_small is not None:
-            proba = self._stage_small.predict(Xe, "normal")
-        else:
-            proba = np.asarray(self.stage_booster.predict(Xe))
+        proba = self._stage_predictor.predict(Xe, "normal")
         return proba.reshape(len(Xe), len(self.stage_labels))
 
     def predict_stage_proba(self, X: Input) -> np.ndarray:
@@ -423,10 +419,7 @@ class ScoringModel:
         self, Xe: np.ndarray, space: Literal["raw", "calibrated_logit"] = "raw"
     ) -> np.ndarray:
         """TreeSHAP contributions, shape (n, n_features + 1), last column the bias (expected value)."""
-        if len(Xe) <= SMALL_BATCH_ROWS:
-            contrib = self._readiness_small.predict(Xe, "contrib")
-        else:
-            contrib = np.asarray(self.readiness_booster.predict(Xe, pred_contrib=True), dtype=np.float64)
+        contrib = self._readiness_predictor.predict(Xe, "contrib")
         if space == "raw":
             return contrib
         if space == "calibrated_logit":
@@ -453,7 +446,7 @@ class ScoringModel:
     # -- pickling -------------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("_readiness_small", "_stage_small"):  # hold C handles; rebuilt on unpickling
+        for name in ("_readiness_predictor", "_stage_predictor"):  # hold C handles; rebuilt on unpickling
             state.pop(name, None)
         # Model text is the stable, version-tolerant form of a booster.
         state["readiness_booster"] = self.readiness_booster.model_to_string()

@@ -113,6 +113,17 @@ def test_single_rows_from_many_threads_at_once(binary: lgb.Booster, multiclass: 
     np.testing.assert_array_equal(np.vstack([r[2] for r in results]), multiclass.predict(X))
 
 
+def test_matrices_over_max_rows_go_to_booster_predict_with_the_same_shapes(
+    binary: lgb.Booster, multiclass: lgb.Booster
+) -> None:
+    X = _data(10, 9)
+    capped_b, capped_m = SmallBatchPredictor(binary, max_rows=5), SmallBatchPredictor(multiclass, max_rows=5)
+    for kind in ("normal", "raw", "contrib"):
+        np.testing.assert_array_equal(capped_b.predict(X, kind), SmallBatchPredictor(binary).predict(X, kind))
+        np.testing.assert_array_equal(capped_m.predict(X, kind), SmallBatchPredictor(multiclass).predict(X, kind))
+    np.testing.assert_array_equal(capped_b.predict(X[:5], "raw"), binary.predict(X[:5], raw_score=True))
+
+
 def test_empty_and_wrong_shapes(binary: lgb.Booster) -> None:
     fast = SmallBatchPredictor(binary)
     assert fast.predict(np.empty((0, N_FEATURES)), "raw").shape == (0,)
