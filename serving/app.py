@@ -388,6 +388,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         raise ValueError(f"max_body_bytes must be >= 1, got {config.max_body_bytes}")
     if config.poll_seconds < 0:
         raise ValueError(f"poll_seconds must be >= 0 (0 = never), got {config.poll_seconds}")
+    if config.store_check_seconds < 0:
+        raise ValueError(f"store_check_seconds must be >= 0 (0 = every request), got {config.store_check_seconds}")
     auth = ApiKeyAuth(config.api_keys)  # refuses an empty keyring: the API is never open by accident
 
     @asynccontextmanager

@@ -630,3 +630,9 @@ def test_periodic_thread_survives_a_failing_round_and_stops(caplog: pytest.LogCa
     assert len(calls) == stopped_at
     with pytest.raises(ValueError, match="interval"):
         PeriodicThread("bad", 0, task, "x")
+
+
+def test_invalid_service_settings_are_refused_before_start(trained: Trained) -> None:
+    for field, value in (("store_check_seconds", -1.0), ("poll_seconds", -1.0), ("max_body_bytes", 0)):
+        with pytest.raises(ValueError, match=f"{field} must be"):
+            create_app(_config(trained, **{field: value}))
