@@ -2,7 +2,7 @@
 
 Generates (or reuses) a simulated data directory, validates it, builds point-in-time features for every
 weekly snapshot, trains readiness + stage + baselines with the shipped default config
-(:func:`models.training.train_models`), then reports:
+(:func:`models.fit.training.train_models`), then reports:
 
 - readiness test metrics (ROC AUC, PR AUC, ECE, lift / recall at 10%, ...) of the calibrated LightGBM
   model, its uncalibrated margin and both baselines, with PASS/FAIL checks: LightGBM beats both baselines
@@ -75,9 +75,9 @@ from features.simulator import GROUND_TRUTH_DIR, SimulatorConfig, generate  # no
 from features.snapshots import snapshot_dates  # noqa: E402
 from features.validation import load_history  # noqa: E402
 from models.config import load_train_config  # noqa: E402
-from models.evaluation import readiness_metrics  # noqa: E402
-from models.stage import stage_labels  # noqa: E402  (the bucketing rule of the training labels)
-from models.training import train_models  # noqa: E402
+from models.fit.stage import stage_labels  # noqa: E402  (the bucketing rule of the training labels)
+from models.fit.training import train_models  # noqa: E402
+from models.judge.evaluation import readiness_metrics  # noqa: E402
 
 DOC_PATH = REPO / "docs" / "benchmarks-simulator.md"
 MARKER = "bench_quality_sim.json"
@@ -490,7 +490,7 @@ def evaluate_stage(report: Report, result: Any, truth_dir: Path, config: Any) ->
     labels = list(result.model.stage_labels)
     proba = result.model.predict_stage_proba(s.test)
     # the stage the model serves: argmax of the probabilities times its decision weights
-    # (models.stage.fit_decision_weights; all ones under the plain argmax rule)
+    # (models.fit.stage.fit_decision_weights; all ones under the plain argmax rule)
     weights = np.asarray(getattr(result.model, "stage_weights", np.ones(len(labels))))
     predicted = np.array(labels, dtype=object)[(proba * weights).argmax(axis=1)]
     plain = np.array(labels, dtype=object)[proba.argmax(axis=1)]

@@ -43,8 +43,8 @@ from features.build import build_features
 from features.config import FeatureConfig
 from features.snapshots import snapshot_dates
 from features.validation import load_history
-from models.bundle import read_scoring_model, write_scoring_model
-from models.scoring import ScoringModel
+from models.fit.scoring import ScoringModel
+from models.package.bundle import read_scoring_model, write_scoring_model
 from serving.batch import score_batch
 from serving.policy import load_policy, parse_policy
 from serving.service import default_as_of, feature_config_of
@@ -72,8 +72,8 @@ def _median_time(fn: Any, runs: int) -> float:
 
 def _model(args: argparse.Namespace, history: Any) -> tuple[ScoringModel, Any]:
     if args.model_uri:
-        from models.bundle import load_scoring_model
-        from models.tracking import configure_mlflow
+        from models.package.bundle import load_scoring_model
+        from models.package.tracking import configure_mlflow
 
         configure_mlflow(args.tracking_uri)
         return load_scoring_model(args.model_uri, tracking_uri=args.tracking_uri)
@@ -81,7 +81,7 @@ def _model(args: argparse.Namespace, history: Any) -> tuple[ScoringModel, Any]:
         print(f"model: cached {args.model_cache}")
         return read_scoring_model(args.model_cache), _Info()
     from models.config import load_train_config
-    from models.training import train_models
+    from models.fit.training import train_models
 
     t = time.perf_counter()
     frame, spec = build_features(history, snapshot_dates(history, 28), FeatureConfig())

@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from features.spec import FeatureSpec, read_feature_table
 from models.config import TrainConfig, load_train_config, parse_train_config
-from models.encoding import FeatureEncoder
-from models.readiness import ReadinessModel
-from models.stage import StageModel, stage_labels
-from models.training import train_models
+from models.fit.encoding import FeatureEncoder
+from models.fit.readiness import ReadinessModel
+from models.fit.stage import StageModel, stage_labels
+from models.fit.training import train_models
 
 CARDINALITIES = (3, 5, 8, 12, 30, 100)
 

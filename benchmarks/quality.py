@@ -10,7 +10,7 @@ For each data set this does exactly what a user does with the shipped files, in 
 3. the ``build-features`` flow's steps without Prefect: :func:`features.validation.load_history`, then
    :func:`features.single_snapshot.build_single_snapshot_features` for a single-snapshot data set or
    :func:`features.snapshots.configured_snapshot_dates` + :func:`features.build.build_features`;
-4. the ``train`` flow's model steps: :func:`models.training.train_models` with the config's ``train``
+4. the ``train`` flow's model steps: :func:`models.fit.training.train_models` with the config's ``train``
    section (split, leakage probe, LightGBM readiness + calibration, stage, both baselines, evaluation).
 
 It reports the test metrics of the leadscore readiness model (ROC AUC, PR AUC, lift in the top 10%, ECE)
@@ -54,8 +54,8 @@ from bench_quality_sim import lead_bootstrap, machine_info, markdown_table  # no
 from features import build, single_snapshot, snapshots, validation  # noqa: E402
 from features.io import atomic_write_text  # noqa: E402
 from features.mapping import builtin_mappings, import_export, recommended_config  # noqa: E402
-from models.baselines import HIST_GB, LOGISTIC  # noqa: E402
-from models.training import LEADSCORE, train_models  # noqa: E402
+from models.fit.baselines import HIST_GB, LOGISTIC  # noqa: E402
+from models.fit.training import LEADSCORE, train_models  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 
 DOC_PATH = REPO / "docs" / "quality.md"
@@ -333,7 +333,7 @@ def render_markdown(results: list[DataSetResult], command: str, machine: dict[st
         "(`leadscore import --mapping <name>`), the shipped recommended config "
         "(`features/mappings/<name>.config.yaml`, the only per-data-set setting; see "
         "[the mapping docs](mapping.md#the-shipped-mappings)), the feature build of the `build-features` flow and "
-        "`models.training.train_models` (the `train` flow's model steps). Nothing is tuned for this table.",
+        "`models.fit.training.train_models` (the `train` flow's model steps). Nothing is tuned for this table.",
         "",
         "```",
         command,

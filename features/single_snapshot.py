@@ -26,7 +26,7 @@ Rows and labels
 - ``days_to_conversion`` = NaN: the export has no conversion time.
 - ``observed_days`` = ``+inf`` for a lead with an outcome (its label is final, never censored, whatever the
   horizon) and ``0.0`` for a lead without one: it is then censored for every horizon, so training (the
-  temporal split and :func:`models.stratified.stratified_split`) leaves it out while ``score`` still scores
+  temporal split and :func:`models.fit.stratified.stratified_split`) leaves it out while ``score`` still scores
   it.
 
 The stage (buying-stage) model needs time to conversion and cannot be trained on single-snapshot data.

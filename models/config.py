@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from features.contract import format_validation_error
 from features.yamlfile import read_yaml_mapping
-from models.leakage import LeakageConfig
+from models.judge.leakage import LeakageConfig
 
 TRAIN_CONFIG_VERSION = 1
 DEFAULT_CONFIG_RESOURCE = "default_config.yaml"

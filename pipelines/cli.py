@@ -281,8 +281,8 @@ app.add_typer(models_app, name="models")
 
 @contextmanager
 def _registry() -> Iterator[Any]:
-    from models.registry import ModelRegistry, RegistryError
-    from models.tracking import TrackingError, configure_mlflow
+    from models.package.registry import ModelRegistry, RegistryError
+    from models.package.tracking import TrackingError, configure_mlflow
     from pipelines.config import load_config
     from pipelines.settings import get_settings
 
@@ -339,7 +339,7 @@ def models_promote(
     evaluate = None
     if data is not None:
         from features.validation import load_history
-        from models.promotion import history_evaluator
+        from models.package.promotion import history_evaluator
 
         with user_errors():
             evaluate = history_evaluator(load_history(data).history)
@@ -379,7 +379,7 @@ def score(
 
     settings = get_settings()
     with user_errors():
-        from models.tracking import TrackingError
+        from models.package.tracking import TrackingError
         from serving.policy import PolicyError, load_policy
         from serving.stores import StoreError
 

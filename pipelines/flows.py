@@ -20,12 +20,12 @@ from features import single_snapshot, snapshots, validation
 from features.config import FeatureConfig
 from features.history import ProspectHistory
 from features.spec import FeatureSpec, read_feature_table, write_feature_table
-from models import training
 from models.config import TrainConfig
-from models.readiness import ReadinessModel
-from models.registry import ModelRegistry, PromotionDecision
-from models.stage import StageModel
-from models.tracking import TrackingTarget, TrainingRun, configure_mlflow, log_training_result, result_evaluator
+from models.fit import training
+from models.fit.readiness import ReadinessModel
+from models.fit.stage import StageModel
+from models.package.registry import ModelRegistry, PromotionDecision
+from models.package.tracking import TrackingTarget, TrainingRun, configure_mlflow, log_training_result, result_evaluator
 from pipelines.config import ProjectConfig
 
 
@@ -269,7 +269,7 @@ def load_champion(
     tracking_uri: str, artifact_root: Path | None, model_name: str, alias: str = "champion"
 ) -> tuple[Any, Any]:
     """The registered model behind ``alias`` and its load info (name, version, run)."""
-    from models.bundle import load_scoring_model
+    from models.package.bundle import load_scoring_model
 
     configure_mlflow(tracking_uri, artifact_root)
     return load_scoring_model(f"models:/{model_name}@{alias}", tracking_uri=tracking_uri)

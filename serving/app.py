@@ -75,7 +75,7 @@ from serving.stores import FeedbackConflictError, ScoreStore, UnknownHandoffErro
 
 if TYPE_CHECKING:
     from features.history import ProspectHistory
-    from models.bundle import LoadedModelInfo
+    from models.package.bundle import LoadedModelInfo
     from serving.policy import HandoffPolicy
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from features.build import build_features
 from features.history import ProspectHistory
-from models.scoring import ScoringModel
+from models.fit.scoring import ScoringModel
 from serving.policy import GRADES, HandoffPolicy, policy_summary
 from serving.service import DEFAULT_EXPLAIN_GRADES, EXPLAIN_TOP, ScoringService, default_as_of
 

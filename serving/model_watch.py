@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from models.bundle import LoadedModelInfo, load_scoring_model
+from models.package.bundle import LoadedModelInfo, load_scoring_model
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S")
 
 ModelLoader = Callable[[str], tuple[Any, LoadedModelInfo]]
-"""``loader(model_uri) -> (scoring_model, info)``; the default is :func:`models.bundle.load_scoring_model`."""
+"""``loader(model_uri) -> (scoring_model, info)``; the default is :func:`models.package.bundle.load_scoring_model`."""
 AliasResolver = Callable[[], int]
 """``resolver() -> version`` the alias points to now (raises when it cannot tell)."""
 

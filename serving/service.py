@@ -1,6 +1,6 @@
 """The scoring service: predictions with reasons, needs, next-best action, trend and handoff decision.
 
-:class:`ScoringService` ties a :class:`~models.scoring.ScoringModel` to the handoff policy and, optionally,
+:class:`ScoringService` ties a :class:`~models.fit.scoring.ScoringModel` to the handoff policy and, optionally,
 the score store (for trends and cool-downs) and a prospect history (to score leads by id). The batch flow
 (:mod:`serving.batch`) and the HTTP endpoint both use it, so a lead gets the same answer from both.
 
@@ -65,8 +65,8 @@ import pandas as pd
 from features.build import build_features
 from features.config import FeatureConfig
 from features.history import ProspectHistory
-from models.explanation import CounterfactualAction, Explainer
-from models.scoring import ScoringModel
+from models.explain.reasons import CounterfactualAction, Explainer
+from models.fit.scoring import ScoringModel
 from serving.policy import (
     CapacityGrading,
     HandoffPolicy,
@@ -114,7 +114,7 @@ def _as_of_timestamp(as_of: pd.Timestamp | datetime | str) -> pd.Timestamp:
 
 
 def model_ref(model: ScoringModel, info: Any) -> ModelRef:
-    """Name and version of the served model from its load info (``models.bundle.LoadedModelInfo``).
+    """Name and version of the served model from its load info (``models.package.bundle.LoadedModelInfo``).
 
     A model loaded outside the registry has no name/version: the name falls back to ``unregistered`` and
     the version to the run id, or to the model's training time.
@@ -288,7 +288,7 @@ class ScoringService:
     """Score leads with explanations, trends and handoff decisions (see the module docstring).
 
     Args:
-        model: the unwrapped scoring model (``models.bundle.load_scoring_model``); without a stage model,
+        model: the unwrapped scoring model (``models.package.bundle.load_scoring_model``); without a stage model,
             predictions name no stage.
         model_info: where the model came from (``LoadedModelInfo``: name and version are reported).
         policy: the handoff policy; its horizon must match the model's.

@@ -156,7 +156,7 @@ def long_feature_frame() -> tuple[pd.DataFrame, FeatureSpec]:
 @pytest.fixture(scope="session")
 def trained(long_feature_frame):
     """One full training run (with plots) shared by the tests that only inspect its result."""
-    from models.training import train_models
+    from models.fit.training import train_models
 
     df, spec = long_feature_frame
     return train_models(df, spec, fast_config(evaluation={"plots": True, "shap_sample_rows": 200}))

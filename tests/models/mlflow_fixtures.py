@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from features.spec import FeatureSpec
-from models.tracking import DataLineage, TrackingTarget, TrainingRun, configure_mlflow, log_training_run
+from models.package.tracking import DataLineage, TrackingTarget, TrainingRun, configure_mlflow, log_training_run
 
 CATEGORICAL = ["segment"]
 NUMERIC = ["signal", "noise", "visits"]
@@ -107,7 +107,7 @@ def make_frame(n: int, seed: int) -> pd.DataFrame:
 
 
 def readiness_scores(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """A few readiness metrics (the real ``models.evaluation.readiness_metrics`` has more)."""
+    """A few readiness metrics (the real ``models.judge.evaluation.readiness_metrics`` has more)."""
     return {
         "roc_auc": float(roc_auc_score(y, proba)),
         "pr_auc": float(average_precision_score(y, proba)),

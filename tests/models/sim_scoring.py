@@ -18,7 +18,7 @@ from features.config import FeatureConfig
 from features.history import ProspectHistory
 from features.snapshots import snapshot_dates
 from features.spec import FeatureSpec
-from models.scoring import ScoringModel
+from models.fit.scoring import ScoringModel
 
 N_LEADS = 2500
 SEED = 11
@@ -38,7 +38,7 @@ def simulated_scoring() -> SimulatedScoring:
     """Simulate ``N_LEADS`` leads, build weekly point-in-time features, train readiness + stage fast."""
     from features.simulator import generate
     from features.validation import load_history
-    from models.training import train_models
+    from models.fit.training import train_models
     from tests.models.conftest import fast_config
 
     data_dir = Path(tempfile.mkdtemp(prefix="leadscore-sim-scoring-")) / "data"

@@ -12,9 +12,9 @@ from features.config import FeatureConfig
 from features.simulator import GROUND_TRUTH_DIR, generate
 from features.snapshots import snapshot_dates
 from features.validation import load_history
-from models.baselines import HIST_GB, LOGISTIC
-from models.evaluation import readiness_metrics
-from models.training import LEADSCORE, train_models
+from models.fit.baselines import HIST_GB, LOGISTIC
+from models.fit.training import LEADSCORE, train_models
+from models.judge.evaluation import readiness_metrics
 from tests.models.conftest import fast_config
 
 

@@ -58,7 +58,7 @@ def _flat(text: str) -> str:
 def test_train_registers_champion_then_compares_challenger_on_same_rows(env: dict[str, Path]) -> None:
     from mlflow import MlflowClient
 
-    from models.registry import ModelRegistry
+    from models.package.registry import ModelRegistry
 
     first = _train(env)
     assert "version 1" in first and "promoted to champion" in first

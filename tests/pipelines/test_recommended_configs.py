@@ -18,8 +18,8 @@ from features.contract import Contract
 from features.history import ProspectHistory
 from features.mapping import MappingError, builtin_mappings, import_export, recommended_config
 from models.config import TrainConfig
-from models.split import InsufficientDataError
-from models.training import train_models
+from models.fit.split import InsufficientDataError
+from models.fit.training import train_models
 from pipelines.config import load_config
 from pipelines.flows import choose_snapshots
 from tests.features.test_adapters import shared_data_dir

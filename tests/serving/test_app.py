@@ -21,8 +21,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from features.history import ProspectHistory
-from models.bundle import LoadedModelInfo
-from models.tracking import TrackingTarget
+from models.package.bundle import LoadedModelInfo
+from models.package.tracking import TrackingTarget
 from serving.app import ServiceConfig, create_app
 from serving.auth import ApiKeyring, parse_api_keys
 from serving.model_watch import ChampionWatcher
@@ -82,8 +82,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, mlflow_target: TrackingTar
     from features.simulator import generate
     from features.snapshots import snapshot_dates
     from features.validation import load_history
-    from models.tracking import log_training_result
-    from models.training import train_models
+    from models.fit.training import train_models
+    from models.package.tracking import log_training_result
     from tests.models.conftest import fast_config
 
     base = tmp_path_factory.mktemp("serving-app")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from models.scoring import ScoringModel
+from models.fit.scoring import ScoringModel
 from serving.batch import score_batch
 from serving.schemas import Prediction
 from serving.service import ScoringService

@@ -1,0 +1,1 @@
+"""Explaining scores: reasons (TreeSHAP drivers), needs, next-best action (and effect estimates)."""

@@ -1,0 +1,1 @@
+"""Judging models: evaluation metrics, the leakage probe, evaluation plots (and promotion guardrails)."""

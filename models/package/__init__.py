@@ -1,0 +1,1 @@
+"""Packaging models: the MLflow pyfunc bundle, tracking, the registry and promotion."""
