@@ -160,3 +160,98 @@ def score_batch(
         export=export,
         timings=timings,
     )
+
+
+# -- backfill ---------------------------------------------------------------------------------------
+
+
+def backfill_dates(anchor: pd.Timestamp | datetime, n: int, every_days: int = 7) -> list[pd.Timestamp]:
+    """The ``n`` as-of dates ``every_days`` apart before ``anchor``'s day (UTC midnight), oldest first.
+
+    ``anchor`` is the as-of time of the batch being scored now (:func:`serving.service.default_as_of`);
+    flooring it to the day makes a re-run on the same day produce the same dates.
+    """
+    if n < 0:
+        raise ValueError(f"the number of backfill batches must be >= 0, got {n}")
+    if every_days < 1:
+        raise ValueError(f"backfill spacing must be at least one day, got {every_days}")
+    day = pd.Timestamp(anchor)
+    day = (day.tz_localize("UTC") if day.tzinfo is None else day.tz_convert("UTC")).floor("D")
+    return [day - pd.Timedelta(days=every_days * k) for k in range(n, 0, -1)]
+
+
+@dataclass
+class BackfillSummary:
+    """What :func:`backfill` wrote and what it skipped (and why)."""
+
+    batches: list[BatchSummary]
+    skipped: list[pd.Timestamp]
+    skip_reason: str | None
+    dates: list[pd.Timestamp]
+
+    @property
+    def n_written(self) -> int:
+        return len(self.batches)
+
+
+def backfill(
+    history: ProspectHistory,
+    model: ScoringModel,
+    model_info: Any,
+    policy: HandoffPolicy,
+    store: ScoreStore,
+    n: int,
+    *,
+    every_days: int = 7,
+    anchor: pd.Timestamp | datetime | None = None,
+    explain_grades: tuple[str, ...] = DEFAULT_EXPLAIN_GRADES,
+    progress: Progress | None = None,
+) -> BackfillSummary:
+    """Score ``n`` past batches, oldest first, each as of its own past date, so the history has matured batches.
+
+    Each date ``d`` from :func:`backfill_dates` is one atomic :func:`score_batch` with ``as_of = scored_at = d``:
+    features see only data before ``d`` (point in time, :mod:`features.build`), and handoffs, cool-downs and
+    weekly capacity play out in historical time, as if the nightly job had run then.
+
+    A backfill only fills history *before* the store's batches: dates at or before the newest stored batch's
+    ``as_of`` are skipped (a re-run on the same day skips everything; an older batch written after a newer
+    one would move the current-batch pointer back and break trends and cool-downs). No lead open on a date
+    (the data starts later) skips that date too.
+
+    ``anchor`` defaults to the as-of time a batch scored now would get (now, capped at the data end + 1 day).
+    """
+    step = progress or (lambda _msg: None)
+    if anchor is None:
+        anchor = default_as_of(history.span[1] if len(history.leads) else None)
+    dates = backfill_dates(anchor, n, every_days)
+    stored = store.batches(limit=1)
+    newest = pd.Timestamp(stored[0].as_of) if stored else None
+    todo = [d for d in dates if newest is None or d > newest]
+    skipped = [d for d in dates if d not in todo]
+    reason = (
+        f"the store already holds batches up to {newest.isoformat()}; a backfill only fills history before them"
+        if skipped and newest is not None
+        else None
+    )
+    created = pd.Timestamp(history.leads["created_at"].min()) if len(history.leads) else None
+    written: list[BatchSummary] = []
+    for i, day in enumerate(todo, 1):
+        if created is None or day <= created:
+            skipped.append(day)
+            reason = reason or f"no lead exists yet on {day.date()} (the data starts {created})"
+            continue
+        step(f"backfill {i}/{len(todo)}: as of {day.date()}")
+        written.append(
+            score_batch(
+                history,
+                model,
+                model_info,
+                policy,
+                store,
+                as_of=day,
+                scored_at=day.to_pydatetime(),
+                explain_grades=explain_grades,
+                queue_size=0,
+            )
+        )
+    return BackfillSummary(batches=written, skipped=sorted(skipped), skip_reason=reason, dates=dates)
