@@ -442,6 +442,73 @@ def _print_score_summary(summary: Any) -> None:
 
 
 @app.command()
+def report(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Data directory (matured outcomes, sources, campaigns, drift need it)."),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="SQLAlchemy URL of the score store (default: SQLite in LEADSCORE_HOME)."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only batches, handoffs and touches from this date on (ISO date).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="HTML file to write (default LEADSCORE_HOME/report/report.html).")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Handoff policy YAML (default: the packaged policy).")
+    ] = None,
+    effects: Annotated[
+        Path | None, typer.Option("--effects", help="Campaign effects table (.parquet/.csv) for section 4.")
+    ] = None,
+) -> None:
+    """The alignment report for sales and marketing managers: one self-contained HTML page."""
+    if out is not None and out.suffix.lower() not in (".html", ".htm"):
+        raise typer.BadParameter("the report is an HTML file: use a .html path", param_hint="--out")
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    with user_errors():
+        from models.package.tracking import TrackingError
+        from serving.policy import PolicyError, load_policy
+        from serving.stores import StoreError
+
+        if since is not None:
+            from features.snapshots import parse_as_of
+
+            parse_as_of([since])  # a bad date fails here, before the model loads
+        try:
+            load_policy(policy)
+            from pipelines.flows import report_flow
+
+            summary = _run_with_status(
+                "building the alignment report (store, history, champion, sections, charts)",
+                lambda: report_flow(
+                    out or settings.report_path,
+                    store or settings.score_store_url,
+                    settings.tracking_uri,
+                    settings.artifact_root,
+                    model_name=settings.model_name,
+                    alias=settings.champion_alias,
+                    data_dir=data,
+                    policy_path=policy,
+                    since=since,
+                    effects_path=effects,
+                    experiment=settings.experiment_name,
+                ),
+            )
+        except (PolicyError, TrackingError, StoreError, LookupError) as exc:
+            raise ValueError(str(exc)) from exc
+    for sentence in summary.summary:
+        console.print(f"- {sentence}", markup=False, highlight=False)
+    if summary.logged_to_run:
+        console.print(f"logged to MLflow run {summary.logged_to_run} (artifact report/{summary.path.name})")
+    console.print(f"[green]report written[/]: {summary.path}")
+
+
+@app.command()
 def run(
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo data and outputs go.")] = Path(
         ".leadscore/demo"
@@ -453,12 +520,13 @@ def run(
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Modelling config YAML.")] = None,
 ) -> None:
-    """The main job, end to end: (simulate) -> validate -> features -> train -> register -> promote -> score."""
+    """The main job, end to end: (simulate) -> validate -> features -> train -> promote -> score -> report."""
     data_dir = data or workdir / "data"
     if data is None and not (data_dir / "contract.yaml").exists():
         generate(out=data_dir, leads=leads, seed=seed, fmt="parquet")
     train(data=data_dir, config=config, work_dir=workdir)
     score(data=data_dir, out=workdir / "scores.parquet", as_of=None, policy=None)
+    report(data=data_dir, store=None, since=None, out=None, policy=None, effects=None)
 
 
 @app.command()
@@ -494,7 +562,7 @@ def serve(
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
 ) -> None:
-    """Serve the champion to the CRM: /v1/score, /v1/leads/{id}/score, /v1/handoff, /v1/feedback, /v1/model.
+    """Serve the champion to the CRM: /v1/score, /v1/leads/{id}/score, /v1/handoff, /v1/feedback, /v1/model, /v1/report.
 
     API keys come from $LEADSCORE_API_KEYS (comma-separated, name:key) and/or the file named by
     $LEADSCORE_API_KEYS_FILE. One worker process; a newly promoted champion is picked up without restart.
@@ -522,6 +590,7 @@ def serve(
             poll_seconds=poll_seconds,
             max_body_bytes=max_body_bytes,
             store_check_seconds=store_check_seconds,
+            report_path=settings.report_path,
         )
         application = create_app(config)  # refuses to start without API keys
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

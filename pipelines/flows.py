@@ -341,3 +341,111 @@ def score_batch_deployment(
 ) -> Any:
     """The nightly ``score-batch`` deployment without serving it (for ``prefect.serve`` or inspection)."""
     return score_batch_flow.to_deployment(name=name, cron=cron, parameters=parameters)
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ReportSummary:
+    """What ``report`` did, for the CLI and for callers."""
+
+    path: Path
+    logged_to_run: str | None
+    summary: list[str]
+    n_batches: int
+    timings: dict[str, float]
+
+
+@task(name="gather_report_inputs", **IO_TASK)
+def gather_report_inputs(
+    store_url: str,
+    model: Any,
+    info: Any,
+    policy_path: Path | None,
+    history: ProspectHistory | None,
+    since: str | None,
+    tracking_uri: str,
+    effects_path: Path | None,
+) -> Any:
+    import mlflow
+
+    from serving.policy import load_policy
+    from serving.report.build import gather_inputs, read_effects
+    from serving.stores import ScoreStore
+
+    store = ScoreStore(store_url)
+    try:
+        return gather_inputs(
+            store,
+            model,
+            info,
+            load_policy(policy_path),
+            history=history,
+            since=snapshots.parse_as_of([since])[0].to_pydatetime() if since else None,
+            client=mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri),
+            effects=read_effects(effects_path) if effects_path is not None else None,
+        )
+    finally:
+        store.close()
+
+
+@task(name="render_report", cache_policy=NO_CACHE)
+def render_report(inputs: Any) -> tuple[str, Any]:
+    from serving.report.render import build_report
+
+    return build_report(inputs)
+
+
+@task(name="write_report", **IO_TASK)
+def write_report_file(html: str, out: Path) -> Path:
+    from serving.report.render import write_report
+
+    return write_report(html, out)
+
+
+@task(name="log_report", **IO_TASK)
+def log_report_artifact(tracking_uri: str, path: Path, run_id: str | None, experiment: str) -> str:
+    import mlflow
+
+    from serving.report.build import log_report
+
+    return log_report(mlflow.MlflowClient(tracking_uri=tracking_uri), path, run_id, experiment)
+
+
+@flow(name="report")
+def report_flow(
+    out: Path,
+    store_url: str,
+    tracking_uri: str,
+    artifact_root: Path | None = None,
+    model_name: str = "leadscore",
+    alias: str = "champion",
+    data_dir: Path | None = None,
+    policy_path: Path | None = None,
+    since: str | None = None,
+    effects_path: Path | None = None,
+    experiment: str = "leadscore",
+    log_to_mlflow: bool = True,
+) -> ReportSummary:
+    """champion + store (+ history) -> the six sections -> one self-contained HTML file -> the champion's MLflow run.
+
+    Without ``data_dir`` the report renders without matured outcomes, campaigns, sources and drift (each
+    section says so). ``since`` (ISO date) limits batches, handoffs and touches to that period.
+    """
+    import time
+
+    model, info = load_champion(tracking_uri, artifact_root, model_name, alias)
+    history = load_history(data_dir).history if data_dir is not None else None
+    inputs = cast(
+        Any, gather_report_inputs(store_url, model, info, policy_path, history, since, tracking_uri, effects_path)
+    )
+    timings = dict(inputs.timings)
+    t = time.perf_counter()
+    html, sections = render_report(inputs)
+    timings["render"] = time.perf_counter() - t
+    path = write_report_file(html, out)
+    run_id = log_report_artifact(tracking_uri, path, info.run_id, experiment) if log_to_mlflow else None
+    return ReportSummary(
+        path=path, logged_to_run=run_id, summary=list(sections.summary), n_batches=sections.n_batches, timings=timings
+    )

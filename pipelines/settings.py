@@ -55,6 +55,11 @@ class Settings(BaseSettings):
 
         return default_store_url(self.home_dir)
 
+    @property
+    def report_path(self) -> Path:
+        """Where ``leadscore report`` writes the alignment report and ``GET /v1/report`` serves it from."""
+        return self.home_dir / "report" / "report.html"
+
 
 def get_settings() -> Settings:
     """Read the settings from the environment (call once, at the edge)."""

@@ -10,6 +10,7 @@ Routes (see ``docs/crm-integration.md`` for curl examples):
   200 when the same feedback was already stored, 409 when different feedback was, 404 for an unknown
   handoff.
 - ``GET /v1/model``: the model being served and the policy version.
+- ``GET /v1/report``: the latest alignment report (HTML written by ``leadscore report``); 404 before the first.
 - ``GET /ready``: a model is loaded (503 otherwise); reports a failed reload while the old model serves.
 - ``GET /health``: liveness, the only route without authentication.
 
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -151,6 +152,8 @@ class ServiceConfig:
         store_check_seconds: how often on-demand scoring checks the store for a new batch (0 = every request,
             exact; > 0 saves a query per request, e.g. on a remote PostgreSQL, at the cost of trends and
             cool-downs lagging a new batch by up to that long; see ``serving.service``, "Store facts").
+        report_path: the alignment report ``GET /v1/report`` serves (written by ``leadscore report``); None = no
+            report route content (404).
     """
 
     tracking_uri: str | None
@@ -165,6 +168,7 @@ class ServiceConfig:
     scorer_factory: ScorerFactory | None = None
     history: ProspectHistory | None = field(default=None, repr=False)
     store_check_seconds: float = 0.0
+    report_path: Path | None = None
 
 
 def default_scorer_factory(
@@ -575,6 +579,29 @@ def create_app(config: ServiceConfig) -> FastAPI:
         if not record.created:
             response.status_code = 200
         return FeedbackResponse.from_record(record)
+
+    @app.get(
+        "/v1/report",
+        response_class=HTMLResponse,
+        tags=["report"],
+        dependencies=secured,
+        responses={
+            200: {"content": {"text/html": {}}, "description": "The latest alignment report (self-contained HTML)."},
+            404: {"model": ErrorResponse, "description": "No report has been written yet."},
+        },
+    )
+    def latest_report(request: Request) -> Response:
+        """The latest alignment report for sales and marketing (one self-contained HTML page), for a CRM to link to."""
+        path = _state(request).config.report_path
+        try:
+            body = path.read_bytes() if path is not None else None
+        except FileNotFoundError:
+            body = None
+        if body is None:
+            raise ApiError(
+                404, "not_found", "no report has been written yet: run leadscore report (or the report flow)"
+            )
+        return Response(body, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
     return app
 
