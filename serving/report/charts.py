@@ -68,6 +68,9 @@ def _svg(fig: Any, name: str) -> str:
     fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     text = buffer.getvalue()
     text = text[text.index("<svg") :]
+    # inline in HTML the namespace declarations are implied; the RDF metadata block says nothing to a reader
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
+    text = re.sub(r'\s+xmlns(:xlink)?="[^"]+"', "", text)
     prefix = re.sub(r"[^A-Za-z0-9-]", "-", name)
     text = re.sub(r'id="([^"]+)"', lambda m: f'id="{prefix}-{m.group(1)}"', text)
     text = re.sub(r'(xlink:href|href)="#([^"]+)"', lambda m: f'{m.group(1)}="#{prefix}-{m.group(2)}"', text)
@@ -214,9 +217,10 @@ def weekly_handoffs(name: str, weeks: Sequence[str], counts: Sequence[int], capa
             ax.axhline(capacity, color=ALERT, linewidth=1.5, label=f"sales capacity ({capacity}/week)")
             ax.legend(frameon=False, fontsize=7)
         step = max(1, len(weeks) // 12)
-        ax.set_xticks(x[::step], [w[5:] for w in weeks][::step], fontsize=7, rotation=45)
-        ax.set_xlabel("week starting (month-day)")
+        ax.set_xticks(x[::step], list(weeks)[::step], fontsize=7, rotation=45, ha="right")
+        ax.set_xlabel("week starting (Monday)")
         ax.set_ylabel("leads handed off")
+        ax.yaxis.set_major_locator(_integer_ticks())
         ax.set_title("Leads handed off per week")
         return _svg(fig, name)
 
@@ -233,6 +237,7 @@ def horizontal_bars(
     threshold: float | None = None,
     threshold_label: str | None = None,
     percent: bool = False,
+    integer: bool = False,
     highlight: Sequence[bool] | None = None,
 ) -> str:
     """Ranked horizontal bars (rejection reasons, campaigns, drift), best/largest on top."""
@@ -262,7 +267,15 @@ def horizontal_bars(
         ax.set_xlim(left=0)
         if percent:
             _percent_axis(ax, "x")
+        if integer:
+            ax.xaxis.set_major_locator(_integer_ticks())
         return _svg(fig, name)
+
+
+def _integer_ticks() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
 
 
 def histogram(name: str, values: np.ndarray, *, title: str, xlabel: str) -> str:
@@ -278,5 +291,6 @@ def histogram(name: str, values: np.ndarray, *, title: str, xlabel: str) -> str:
         ax.legend(frameon=False, fontsize=7)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("handoffs")
+        ax.yaxis.set_major_locator(_integer_ticks())
         ax.set_title(title)
         return _svg(fig, name)

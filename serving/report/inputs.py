@@ -270,13 +270,23 @@ def history_frames(
 
 
 def check_effects(effects: pd.DataFrame) -> pd.DataFrame:
-    """An effects table (issue 12) with the columns :data:`EFFECT_COLUMNS`, or a ValueError naming the gap."""
-    missing = [c for c in EFFECT_COLUMNS if c not in effects.columns]
+    """An effects table (issue 12, :mod:`models.explain.effects`) reduced to :data:`EFFECT_COLUMNS`.
+
+    ``flag`` may also come as the estimator's ``evidence`` column ("effect", "no evidence of effect", "not
+    estimable"); segment rows (``segment`` other than "all") are left out: the report shows overall effects.
+    A table without the other columns is a ValueError naming them.
+    """
+    frame = effects
+    if "flag" not in frame.columns and "evidence" in frame.columns:
+        frame = frame.rename(columns={"evidence": "flag"})
+    missing = [c for c in EFFECT_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"effects table lacks columns {missing}; expected {list(EFFECT_COLUMNS)}")
-    out = effects[list(EFFECT_COLUMNS)].copy()
-    out["campaign_id"] = out["campaign_id"].astype(str)
-    return out
+    if "segment" in frame.columns:
+        frame = frame[frame["segment"].astype(str) == "all"]
+    out = frame[list(EFFECT_COLUMNS)].copy()
+    out["campaign_id"] = out["campaign_id"].fillna("").astype(str)
+    return out.reset_index(drop=True)
 
 
 def now_utc() -> datetime:

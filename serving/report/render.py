@@ -149,6 +149,7 @@ def build_charts(s: ReportSections) -> dict[str, Markup]:
             [r.count for r in h.reasons[:10]],
             title="Why sales rejected handoffs",
             xlabel="rejected handoffs",
+            integer=True,
         )
     if h.median_days is not None and len(h.days_to_feedback) >= 2:
         out["feedback-delay"] = charts.histogram(
@@ -164,7 +165,7 @@ def build_charts(s: ReportSections) -> dict[str, Markup]:
             [r.conversion.value or 0.0 for r in rows],
             lows=[r.conversion.low for r in rows],
             highs=[r.conversion.high for r in rows],
-            title="Conversion of touched leads per campaign (association, not effect)",
+            title="Touched leads that converted, per campaign",
             xlabel=f"touched leads converted within {s.conversions.horizon_days} days",
             threshold=ref.value if ref is not None else None,
             threshold_label="all touched leads" if ref is not None else None,

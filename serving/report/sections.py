@@ -23,6 +23,7 @@ PSI_FLAG = 0.2
 """PSI above this is flagged as drift (the usual rule of thumb: < 0.1 stable, 0.1-0.2 moderate, > 0.2 shifted)."""
 TOP_DRIFT = 10
 TOP_GROUPS = 10
+MAX_FILLED_WEEKS = 60
 CALIBRATION_BINS = 10
 
 
@@ -210,6 +211,7 @@ class ReasonRow:
 class HandoffSection:
     n_handoffs: int
     weeks: list[WeekRow]
+    weeks_complete: bool  # False: weeks without handoffs are left out of ``weeks``
     capacity: int | None
     capacity_note: str
     feedback_coverage: Rate
@@ -239,9 +241,17 @@ def handoff_section(inputs: ReportInputs) -> HandoffSection:
     handoffs, feedback, policy = inputs.handoffs, inputs.feedback, inputs.policy
     capacity, capacity_note = _capacity(policy)
     weeks: list[WeekRow] = []
+    weeks_complete = True
     if len(handoffs):
         monday = handoffs["handed_off_at"].map(lambda t: week_start(t.to_pydatetime()).date().isoformat())
-        weeks = [WeekRow(str(w), int(n)) for w, n in monday.value_counts().sort_index().items()]
+        counts = monday.value_counts().sort_index()
+        first, last = pd.Timestamp(counts.index[0]), pd.Timestamp(counts.index[-1])
+        if (last - first).days // 7 < MAX_FILLED_WEEKS:  # a continuous time axis, weeks without handoffs at 0
+            every = pd.date_range(first, last, freq="7D").strftime("%Y-%m-%d")
+            counts = counts.reindex(every, fill_value=0)
+        else:  # batches far apart (e.g. a backfill, then a pause): only the weeks with handoffs
+            weeks_complete = False
+        weeks = [WeekRow(str(w), int(n)) for w, n in counts.items()]
     fb = feedback.merge(handoffs[["handoff_id", "grade"]], on="handoff_id", how="left")
     if inputs.leads is not None and inputs.source_column:
         fb = fb.merge(inputs.leads, on="lead_id", how="left")
@@ -264,6 +274,7 @@ def handoff_section(inputs: ReportInputs) -> HandoffSection:
     return HandoffSection(
         n_handoffs=len(handoffs),
         weeks=weeks,
+        weeks_complete=weeks_complete,
         capacity=capacity,
         capacity_note=capacity_note,
         feedback_coverage=proportion(fb["handoff_id"].nunique(), max(len(handoffs), fb["handoff_id"].nunique())),
@@ -360,7 +371,7 @@ def conversions_section(inputs: ReportInputs) -> ConversionsSection:
     groups: dict[str, list[TouchRow]] = {}
     from serving.report.inputs import TOUCH_KINDS
 
-    effect_by_campaign = {str(e["campaign_id"]): e for e in effects}
+    effect_by_campaign = {str(e["campaign_id"]): e for e in effects if str(e["campaign_id"])}
     for label, column in TOUCH_KINDS.items():
         if column not in touches.columns:
             continue
@@ -614,12 +625,18 @@ def summary_sentences(
     else:
         out.append("Handed-off and missed conversions are not measurable yet: no served score has matured.")
     campaigns = conversions.groups.get("campaign") or []
-    if campaigns:
-        top = max(campaigns, key=lambda r: r.touched)
-        kind = "estimated effect" if top.effect is not None else "association only, not an effect"
+    measured = [r for r in campaigns if r.conversion.n]
+    if measured:
+        top = max(measured, key=lambda r: (r.conversion.n, r.touched))
+        kind = "estimated effect: see section 4" if top.effect is not None else "association only, not an effect"
         out.append(
-            f"Campaign {top.name} touched the most leads ({top.touched:,}); {rate_text(top.conversion)} of those "
-            f"with a matured first touch converted ({kind})."
+            f"Campaign {top.name} has the most leads touched long enough ago to judge ({top.conversion.n:,}): "
+            f"{rate_text(top.conversion)} of them converted within {conversions.horizon_days} days ({kind})."
+        )
+    elif campaigns:
+        out.append(
+            f"{len(campaigns)} campaigns touched leads, all less than {conversions.horizon_days} days before the end "
+            "of the data: their conversions can be judged once that much time has passed."
         )
     else:
         out.append(f"No campaign figures: {conversions.missing or 'no campaign touches in this period.'}")

@@ -170,26 +170,32 @@ def test_campaign_figures_are_association_with_independent_counts() -> None:
 
 
 def test_an_effects_table_plugs_into_section_4() -> None:
+    # shaped like models.explain.effects' table: overall and per-segment rows, "evidence" as the flag
     effects = pd.DataFrame(
         {
-            "campaign_id": ["C1", "C2"],
-            "action": ["webinar invite", "event invite"],
-            "n_exposed": [120, 80],
-            "estimate": [0.031, -0.004],
-            "ci_low": [0.01, -0.03],
-            "ci_high": [0.052, 0.022],
-            "flag": [None, "interval spans zero"],
+            "kind": ["campaign", "campaign", "campaign", "action"],
+            "campaign_id": ["C1", "C1", "C2", ""],
+            "action": ["webinar", "webinar", "event_attendance", "invite_to_webinar"],
+            "segment": ["all", "mql", "all", "all"],
+            "n_exposed": [120, 40, 80, 300],
+            "estimate": [0.031, 0.5, -0.004, 0.012],
+            "ci_low": [0.01, 0.2, -0.03, 0.001],
+            "ci_high": [0.052, 0.8, 0.022, 0.023],
+            "evidence": ["effect", "effect", "no evidence of effect", "effect"],
         }
     )
-    inputs = f.inputs(effects=effects)
+    table = check_effects(effects)
+    assert len(table) == 3 and set(table["flag"]) == {"effect", "no evidence of effect"}
+    inputs = f.inputs(effects=table)
     section = sections.conversions_section(inputs)
-    assert section.has_effects
+    assert section.has_effects and len(section.effects) == 3
     row = next(r for r in section.groups["campaign"] if r.name == "C1")
-    assert row.effect is not None and row.effect["estimate"] == pytest.approx(0.031)
+    assert row.effect is not None and row.effect["estimate"] == pytest.approx(0.031)  # the overall row
     html, _ = build_report(inputs)
-    assert "Estimated effect" in html and "interval spans zero" in html and "3.1 %" in html
-    with pytest.raises(ValueError, match=r"lacks columns \['flag'\]"):
-        check_effects(effects.drop(columns=["flag"]))
+    assert '<th class="num">Estimated effect</th>' in html and "no evidence of effect" in html and "3.1 %" in html
+    assert "Association only, not effect." not in html
+    with pytest.raises(ValueError, match=r"lacks columns \['estimate'\]"):
+        check_effects(effects.drop(columns=["estimate"]))
 
 
 # -- 5. drift ------------------------------------------------------------------------------------------
