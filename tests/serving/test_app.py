@@ -514,6 +514,31 @@ def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
+def test_report_is_served_with_the_same_keys_and_is_404_json_before_the_first(trained: Trained, tmp_path: Path) -> None:
+    from serving.report.render import build_report, write_report
+    from tests.serving.report import factories
+
+    path = tmp_path / "report" / "report.html"
+    with TestClient(create_app(_config(trained, report_path=path)), raise_server_exceptions=False) as app_client:
+        assert app_client.get("/v1/report").status_code == 401
+        assert app_client.get("/v1/report", headers={"Authorization": f"Bearer {OTHER_KEY}"}).status_code == 403
+        missing = app_client.get("/v1/report", headers=AUTH)
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("application/json")
+        body = missing.json()["error"]
+        assert body["code"] == "not_found" and "leadscore report" in body["message"] and body["request_id"]
+
+        html, _ = build_report(factories.inputs())
+        write_report(html, path)
+        found = app_client.get("/v1/report", headers=AUTH)
+        assert found.status_code == 200
+        assert found.headers["content-type"] == "text/html; charset=utf-8"
+        assert found.text == path.read_text() and "Marketing &amp; sales alignment report" in found.text
+        assert "/v1/report" in app_client.get("/openapi.json").json()["paths"]
+    with TestClient(create_app(_config(trained)), raise_server_exceptions=False) as no_report:
+        assert no_report.get("/v1/report", headers=AUTH).status_code == 404
+
+
 def test_newly_promoted_champion_is_picked_up_and_a_failing_one_keeps_the_old(trained: Trained) -> None:
     from mlflow import MlflowClient
 
