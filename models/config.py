@@ -269,6 +269,33 @@ class EvaluationConfig(_Strict):
     shap_sample_rows: int = Field(default=2000, ge=10, description="test rows explained for the SHAP summary plot")
 
 
+class MonitoringConfig(_Strict):
+    """Drift and served-performance checks of ``leadscore monitor`` (section ``monitoring``).
+
+    Alerts: the readiness PSI of the current scored population exceeds ``score_psi_max``; the PSI of one of
+    the ``top_features`` most important model features exceeds ``feature_psi_max``; or the matured PR AUC
+    of the served scores is below ``min_pr_auc_ratio`` times the champion's test PR AUC (judged only with
+    at least ``min_matured_rows`` matured scores and ``min_matured_positives`` conversions among them).
+    The reference population is the champion's readiness training rows at its last ``reference_snapshots``
+    as-of dates (at most ``reference_max_rows``, logged with the training run).
+    """
+
+    score_psi_max: float = Field(default=0.2, gt=0, description="alert when the score PSI exceeds this")
+    feature_psi_max: float = Field(default=0.25, gt=0, description="alert when a top feature's PSI exceeds this")
+    top_features: int = Field(default=10, ge=1, description="the most important features whose drift alerts")
+    min_pr_auc_ratio: float = Field(
+        default=0.8, gt=0, le=1, description="alert when matured PR AUC < this x the champion's test PR AUC"
+    )
+    min_matured_rows: int = Field(default=500, ge=1, description="matured scores needed to judge performance")
+    min_matured_positives: int = Field(default=20, ge=1, description="... and conversions among them")
+    bins: int = Field(default=10, ge=2, le=100, description="quantile bins of the PSI")
+    reference_snapshots: int = Field(default=4, ge=1, description="newest training as-of dates in the reference")
+    reference_max_rows: int = Field(default=20_000, ge=100, description="rows of the logged reference (sampled)")
+    max_lead_age_days: float | None = Field(
+        default=None, gt=0, description="compare only leads at most this old (None: the reference's oldest lead)"
+    )
+
+
 class TrainConfig(_Strict):
     """Everything that controls a training run (YAML section ``train``)."""
 
@@ -285,6 +312,7 @@ class TrainConfig(_Strict):
     min_class_count: int = Field(default=40, ge=1, description="converted and non-converted train snapshots needed")
     primary_metric: str = "pr_auc"
     promotion_margin: float = Field(default=0.0, ge=0, description="challenger must beat champion by this much")
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("version")
     @classmethod

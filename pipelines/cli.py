@@ -87,11 +87,32 @@ def generate(
     leads: Annotated[int, typer.Option("--leads", min=1, help="Number of leads to simulate.")] = 20_000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 7,
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    drift_after: Annotated[
+        str | None,
+        typer.Option(
+            "--drift-after",
+            help="From this date (YYYY-MM-DD, UTC) prospects engage differently: fewer e-mail opens and pricing "
+            "views, more (paid) web visits. Outcomes stay the same; for testing `leadscore monitor`.",
+        ),
+    ] = None,
 ) -> None:
     """Simulate a realistic B2B funnel: leads, activities, stage history and the ground truth."""
     if fmt not in ("parquet", "csv"):
         raise typer.BadParameter("expected parquet or csv", param_hint="--format")
+    import datetime as dt
+
     from features.simulator import generate as simulate
+    from features.simulator.config import SimulatorConfig
+
+    config = None
+    if drift_after is not None:
+        try:
+            config = SimulatorConfig(drift_after=dt.date.fromisoformat(drift_after))
+        except ValueError as exc:
+            raise typer.BadParameter(
+                f"{drift_after!r}: expected a date YYYY-MM-DD inside the simulated span ({exc})",
+                param_hint="--drift-after",
+            ) from exc
 
     with user_errors(), _progress() as progress:
         bar = progress.add_task("simulating leads", total=leads)
@@ -99,6 +120,7 @@ def generate(
             leads,
             seed,
             out,
+            config=config,
             fmt=fmt,  # type: ignore[arg-type]
             progress=lambda done, total: progress.update(bar, completed=done, total=total),
         )
@@ -371,6 +393,15 @@ def score(
     policy: Annotated[
         Path | None, typer.Option("--policy", help="Handoff policy YAML (default: the packaged policy).")
     ] = None,
+    backfill: Annotated[
+        int,
+        typer.Option(
+            "--backfill",
+            min=0,
+            help="First score the N past weekly batches, oldest first, each as of its own date (so matured "
+            "results exist at once); dates the store already covers are skipped.",
+        ),
+    ] = 0,
 ) -> None:
     """Score every open lead with the champion model, decide handoffs and write the batch atomically."""
     if out is not None and out.suffix not in (".parquet", ".csv"):
@@ -399,11 +430,26 @@ def score(
                     policy_path=policy,
                     as_of=as_of,
                     out=out,
+                    backfill_weeks=backfill,
                 ),
             )
         except (PolicyError, TrackingError, StoreError, LookupError) as exc:
             raise ValueError(str(exc)) from exc
+    if summary.backfilled is not None:
+        _print_backfill_summary(summary.backfilled)
     _print_score_summary(summary)
+
+
+def _print_backfill_summary(filled: Any) -> None:
+    if filled.batches:
+        first, last = filled.batches[0], filled.batches[-1]
+        console.print(
+            f"[green]backfilled[/] {filled.n_written} weekly batch(es) as of {first.as_of.date()} .. "
+            f"{last.as_of.date()} ({sum(b.n_leads for b in filled.batches):,} scores, "
+            f"{sum(b.n_handoffs for b in filled.batches):,} handoffs)"
+        )
+    if filled.skipped:
+        console.print(f"[yellow]backfill skipped[/] {len(filled.skipped)} date(s): {filled.skip_reason}")
 
 
 def _print_score_summary(summary: Any) -> None:
@@ -439,6 +485,9 @@ def _print_score_summary(summary: Any) -> None:
         console.print(queue)
     else:
         console.print("no lead was handed off in this batch")
+
+
+RUN_BACKFILL_WEEKS = 18  # about four months of weekly batches; the oldest five have matured (90-day horizon)
 
 
 @app.command()
@@ -519,14 +568,157 @@ def run(
         Path | None, typer.Option("--data", help="Use this data directory instead of simulating one.")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Modelling config YAML.")] = None,
+    backfill: Annotated[
+        int, typer.Option("--backfill", min=0, help="Past weekly batches to score before today's.")
+    ] = RUN_BACKFILL_WEEKS,
 ) -> None:
     """The main job, end to end: (simulate) -> validate -> features -> train -> promote -> score -> report."""
     data_dir = data or workdir / "data"
     if data is None and not (data_dir / "contract.yaml").exists():
-        generate(out=data_dir, leads=leads, seed=seed, fmt="parquet")
+        generate(out=data_dir, leads=leads, seed=seed, fmt="parquet", drift_after=None)
     train(data=data_dir, config=config, work_dir=workdir)
-    score(data=data_dir, out=workdir / "scores.parquet", as_of=None, policy=None)
+    # A few months of past weekly batches, so the demo has matured results to monitor and report on.
+    score(data=data_dir, out=workdir / "scores.parquet", as_of=None, policy=None, backfill=backfill)
     report(data=data_dir, store=None, since=None, out=None, policy=None, effects=None)
+
+
+@app.command()
+def monitor(
+    data: Annotated[Path, typer.Option("--data", help="Data directory (leads, activities, stage_history).")],
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="SQLAlchemy URL of the score store (default: SQLite in LEADSCORE_HOME)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Modelling config YAML (its train.monitoring section).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", help="Where the JSON results go (default LEADSCORE_HOME/monitor).")
+    ] = None,
+) -> None:
+    """Drift of the scored population vs the champion's training data, and matured performance of served scores.
+
+    Exit code 0: no alert; 1: an alert (score PSI, a top feature's PSI, or matured PR AUC past the thresholds
+    in the config's monitoring: section), also logged as an error and POSTed to $LEADSCORE_ALERT_WEBHOOK_URL;
+    2: bad input (data, config, no champion).
+    """
+    import logging
+
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with user_errors():
+        from models.package.tracking import TrackingError
+        from serving.monitoring.monitor import AlertDeliveryError
+        from serving.stores import StoreError
+
+        try:
+            from pipelines.flows import monitor_flow
+
+            summary = _run_with_status(
+                "monitoring (champion, reference, current batch, PSI, matured labels)",
+                lambda: monitor_flow(
+                    data,
+                    store or settings.score_store_url,
+                    settings.tracking_uri,
+                    settings.artifact_root,
+                    model_name=settings.model_name,
+                    alias=settings.champion_alias,
+                    config_path=config,
+                    result_dir=out_dir or settings.monitor_dir,
+                    experiment=settings.experiment_name,
+                    webhook_url=settings.alert_webhook_url or "",
+                ),
+            )
+        except AlertDeliveryError as exc:
+            err_console.print(f"[bold red]alert not delivered:[/] {exc} (LEADSCORE_ALERT_WEBHOOK_URL)")
+            raise typer.Exit(code=1) from exc
+        except (TrackingError, StoreError, LookupError) as exc:
+            raise ValueError(str(exc)) from exc
+    _print_monitor_summary(summary)
+    if summary.alerting:
+        raise typer.Exit(code=1)
+
+
+def _psi_text(value: Any, threshold: float) -> str:
+    import math
+
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"[bold red]{value:.3f}[/]" if value > threshold else f"{value:.3f}"
+
+
+def _print_monitor_summary(summary: Any) -> None:
+    result = summary.result
+    drift, perf = result.drift, result.performance
+    model = result.model
+    head = Table(title=f"monitor: champion {model.get('name')} version {model.get('version')}", show_header=False)
+    cur, ref = result.current, result.reference
+    batch = f"batch {cur['batch_id']}" if cur.get("batch_id") is not None else "no batch yet (scored now)"
+    head.add_row(
+        "current population",
+        f"{batch}, as of {cur['as_of']}: {cur['n_compared']:,} of {cur['n_scored']:,} leads compared",
+    )
+    dates = ", ".join(d[:10] for d in ref["as_of_dates"][-4:])
+    head.add_row("reference", f"{ref.get('source')}: {ref['n_compared']:,} of {ref['n_rows']:,} rows ({dates})")
+    if ref.get("age_limit_days") is not None:
+        head.add_row("ages compared", f"leads up to {ref['age_limit_days']:.0f} days old")
+    head.add_row("score PSI", f"{_psi_text(drift.score_psi, drift.score_threshold)}  (alert > {drift.score_threshold})")
+    head.add_row(
+        f"features over PSI {drift.feature_threshold}",
+        f"{len(drift.flagged_features)} ({len(drift.alerting_features)} among the top {drift.top_k})",
+    )
+    if perf.n:
+        test_pr = result.champion_test.get("pr_auc")
+        head.add_row(
+            "matured scores",
+            f"{perf.n:,} from {perf.n_batches} batch(es), {perf.positives:,} converted ({perf.base_rate:.2%})",
+        )
+        head.add_row(
+            "matured ROC AUC / PR AUC",
+            f"{perf.roc_auc:.3f} ({perf.roc_auc_ci[0]:.3f}-{perf.roc_auc_ci[1]:.3f}) / {perf.pr_auc:.3f} "
+            f"({perf.pr_auc_ci[0]:.3f}-{perf.pr_auc_ci[1]:.3f}); champion test PR AUC "
+            + ("-" if test_pr is None else f"{test_pr:.3f}"),
+        )
+    else:
+        head.add_row("matured scores", "none yet")
+    head.add_row("result", str(summary.path))
+    console.print(head)
+
+    top = Table(title="features that moved most (PSI vs the reference)")
+    for column in ("feature", "PSI", "importance rank", "rows ref / current"):
+        top.add_column(column, justify="left" if column == "feature" else "right")
+    for row in drift.moved_most(10).itertuples():
+        threshold = drift.feature_threshold
+        top.add_row(
+            row.feature + (" *" if row.top else ""),
+            _psi_text(row.psi, threshold),
+            str(row.rank),
+            f"{row.n_reference:,} / {row.n_current:,}",
+        )
+    console.print(top)
+    console.print(f"* among the {drift.top_k} most important features (their PSI > {drift.feature_threshold} alerts)")
+
+    if perf.n:
+        grades = Table(title="matured conversion per grade (95 % Wilson interval)")
+        for column in ("grade", "scores", "converted", "rate", "95 % interval", "mean readiness"):
+            grades.add_column(column, justify="right")
+        for g in perf.by_grade.itertuples():
+            rate = "-" if g.n == 0 else f"{g.rate:.2%}"
+            ci = "-" if g.n == 0 else f"{g.ci_low:.2%}-{g.ci_high:.2%}"
+            mean = "-" if g.n == 0 else f"{g.mean_readiness:.2%}"
+            grades.add_row(g.grade, f"{g.n:,}", f"{g.converted:,}", rate, ci, mean)
+        console.print(grades)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if result.alerts:
+        for alert in result.alerts:
+            err_console.print(f"[bold red]ALERT {alert.kind}:[/] {alert.message}")
+        if summary.webhook_status is not None:
+            console.print(f"alert posted to the webhook (HTTP {summary.webhook_status})")
+    else:
+        console.print("[green]no alert[/]: population stable and served scores within bounds")
 
 
 @app.command()

@@ -275,6 +275,29 @@ def load_champion(
     return load_scoring_model(f"models:/{model_name}@{alias}", tracking_uri=tracking_uri)
 
 
+@task(name="backfill_batches", cache_policy=NO_CACHE)
+def backfill_batches(
+    history: ProspectHistory,
+    model: Any,
+    model_info: Any,
+    policy_path: Path | None,
+    store_url: str,
+    weeks: int,
+    anchor: str | None,
+) -> Any:
+    # Not retried: each past batch is its own committed write; a re-run skips what is already stored.
+    from serving.batch import backfill
+    from serving.policy import load_policy
+    from serving.stores import ScoreStore
+
+    store = ScoreStore(store_url)
+    try:
+        when = snapshots.parse_as_of([anchor])[0] if anchor else None
+        return backfill(history, model, model_info, load_policy(policy_path), store, weeks, anchor=when)
+    finally:
+        store.close()
+
+
 @task(name="score_and_write_batch", cache_policy=NO_CACHE)
 def score_and_write_batch(
     history: ProspectHistory,
@@ -310,16 +333,24 @@ def score_batch_flow(
     policy_path: Path | None = None,
     as_of: str | None = None,
     out: Path | None = None,
+    backfill_weeks: int = 0,
 ) -> Any:
     """champion -> history -> features as of now for all open leads -> score, grade, hand off -> atomic write.
 
     Returns the :class:`serving.batch.BatchSummary`. Rejected input rows are quarantined next to the data
-    (``DATA/quarantine``) as in ``leadscore validate``.
+    (``DATA/quarantine``) as in ``leadscore validate``. With ``backfill_weeks`` > 0 the weekly batches of
+    that many past weeks are scored first, each as of its own date (:func:`serving.batch.backfill`; dates
+    the store already covers are skipped); the summary's ``backfilled`` says what was written.
     """
     model, info = load_champion(tracking_uri, artifact_root, model_name, alias)
     result = load_history(data_dir)
     write_quarantine(result, data_dir / "quarantine")
-    return score_and_write_batch(result.history, model, info, policy_path, store_url, as_of, out)
+    filled = None
+    if backfill_weeks > 0:
+        filled = backfill_batches(result.history, model, info, policy_path, store_url, backfill_weeks, as_of)
+    summary = cast(Any, score_and_write_batch(result.history, model, info, policy_path, store_url, as_of, out))
+    summary.backfilled = filled
+    return summary
 
 
 def serve_score_batch(
@@ -341,6 +372,164 @@ def score_batch_deployment(
 ) -> Any:
     """The nightly ``score-batch`` deployment without serving it (for ``prefect.serve`` or inspection)."""
     return score_batch_flow.to_deployment(name=name, cron=cron, parameters=parameters)
+
+
+# -- monitor ----------------------------------------------------------------------------------
+
+MONITOR_DEPLOYMENT = "monitor-daily"
+MONITOR_CRON = "0 4 * * *"  # every day at 04:00, after the nightly score batch
+
+
+@task(name="load_monitoring_config", cache_policy=NO_CACHE)
+def load_monitoring_config(config_path: Path | None) -> Any:
+    from pipelines.config import load_config
+
+    return load_config(config_path).train.monitoring
+
+
+@task(name="fetch_drift_reference", **IO_TASK)
+def fetch_drift_reference(tracking_uri: str, artifact_root: Path | None, run_id: str) -> Any:
+    """The champion run's logged drift reference, or ``None`` (runs logged before references were)."""
+    from models.package.tracking import load_reference_rows
+
+    return load_reference_rows(configure_mlflow(tracking_uri, artifact_root), run_id)
+
+
+@task(name="rebuild_drift_reference", cache_policy=NO_CACHE)
+def rebuild_drift_reference(
+    history: ProspectHistory, model: Any, tracking_uri: str, artifact_root: Path | None, run_id: str, snapshots: int
+) -> Any:
+    """A reference rebuilt from the data at the champion's last training dates (its run's ``data.span.train``)."""
+    from models.package.tracking import training_span
+    from serving.monitoring.monitor import reference_from_history
+
+    span = training_span(configure_mlflow(tracking_uri, artifact_root), run_id)
+    if span is None:
+        raise ValueError(
+            f"the champion's run {run_id} logs neither a drift reference nor its training dates: retrain "
+            "(leadscore train) so the new champion carries its reference"
+        )
+    return reference_from_history(history, model, span[1], snapshots)
+
+
+@task(name="check_monitoring", cache_policy=NO_CACHE)
+def check_monitoring(
+    history: ProspectHistory,
+    store_url: str,
+    model: Any,
+    model_info: Any,
+    reference: Any,
+    reference_info: dict[str, Any],
+    config: Any,
+) -> Any:
+    from serving.monitoring.monitor import run_check
+    from serving.stores import ScoreStore
+
+    store = ScoreStore(store_url)
+    try:
+        return run_check(history, store, model, model_info, reference, config, reference_info=reference_info)
+    finally:
+        store.close()
+
+
+@task(name="write_monitor_result", **IO_TASK)
+def write_monitor_result(result: Any, result_dir: Path) -> Path:
+    from serving.monitoring.monitor import write_result
+
+    return write_result(result, result_dir)
+
+
+# Not retried: a retry after a partial log would leave a second monitor run.
+@task(name="log_monitor_result", cache_policy=NO_CACHE)
+def log_monitor_result(tracking_uri: str, artifact_root: Path | None, experiment: str, result: Any) -> str:
+    from models.package.tracking import log_monitor_run
+
+    model = result.model
+    return log_monitor_run(
+        configure_mlflow(tracking_uri, artifact_root),
+        experiment=experiment,
+        result=result.to_dict(),
+        metrics=result.metrics(),
+        tags={
+            "leadscore.monitor.status": result.status,
+            "leadscore.monitor.model_version": str(model.get("version")),
+            "leadscore.monitor.model_run_id": str(model.get("run_id")),
+        },
+        run_name=f"monitor {result.checked_at:%Y-%m-%d %H:%M}",
+    )
+
+
+@task(name="raise_alerts", **IO_TASK)
+def raise_alerts(result: Any, webhook_url: str | None) -> int | None:
+    """Log every alert as an error; POST the alert to the webhook when one is configured. Returns its status."""
+    import logging
+
+    from prefect import get_run_logger
+
+    from serving.monitoring.monitor import alert_payload, post_alert
+
+    loggers = [logging.getLogger("leadscore.monitor"), get_run_logger()]
+    for alert in result.alerts:
+        for logger in loggers:
+            logger.error("leadscore monitor ALERT %s: %s", alert.kind, alert.message)
+    if not result.alerting or not webhook_url:
+        return None
+    return post_alert(webhook_url, alert_payload(result))
+
+
+@dataclass
+class MonitorSummary:
+    """What ``monitor`` did: the check, where its JSON went, its MLflow run, the webhook's answer."""
+
+    result: Any
+    path: Path
+    mlflow_run_id: str
+    webhook_status: int | None
+
+    @property
+    def alerting(self) -> bool:
+        return bool(self.result.alerting)
+
+
+@flow(name="monitor")
+def monitor_flow(
+    data_dir: Path,
+    store_url: str,
+    tracking_uri: str,
+    artifact_root: Path | None = None,
+    model_name: str = "leadscore",
+    alias: str = "champion",
+    config_path: Path | None = None,
+    result_dir: Path | None = None,
+    experiment: str = "leadscore",
+    webhook_url: str | None = None,
+) -> MonitorSummary:
+    """champion + reference -> current batch's features -> PSI, matured performance -> alerts -> JSON, MLflow, webhook.
+
+    ``result_dir`` defaults to ``LEADSCORE_HOME/monitor`` and ``webhook_url`` to ``LEADSCORE_ALERT_WEBHOOK_URL``
+    (read where the flow runs, so a deployment needs no secret in its parameters). An alert does not fail the
+    run: the result says ``status: alert`` (``leadscore monitor`` exits 1 on it).
+    """
+    from pipelines.settings import get_settings
+
+    settings = get_settings() if result_dir is None or webhook_url is None else None
+    config = load_monitoring_config(config_path)
+    model, info = load_champion(tracking_uri, artifact_root, model_name, alias)
+    result = load_history(data_dir)
+    write_quarantine(result, data_dir / "quarantine")
+    reference = fetch_drift_reference(tracking_uri, artifact_root, info.run_id)
+    reference_info: dict[str, Any] = {"source": "logged with the champion's training run", "run_id": info.run_id}
+    if reference is None:
+        reference = rebuild_drift_reference(
+            result.history, model, tracking_uri, artifact_root, info.run_id, config.reference_snapshots
+        )
+        reference_info["source"] = "rebuilt from the data at the champion's last training dates"
+    checked = check_monitoring(result.history, store_url, model, info, reference, reference_info, config)
+    path = write_monitor_result(checked, result_dir or settings.monitor_dir)  # type: ignore[union-attr]
+    run_id = log_monitor_result(tracking_uri, artifact_root, experiment, checked)
+    url = webhook_url if webhook_url is not None else settings.alert_webhook_url  # type: ignore[union-attr]
+    status = raise_alerts(checked, url)
+    return MonitorSummary(result=checked, path=path, mlflow_run_id=run_id, webhook_status=status)
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -367,6 +556,7 @@ def gather_report_inputs(
     since: str | None,
     tracking_uri: str,
     effects_path: Path | None,
+    reference: pd.DataFrame | None,
 ) -> Any:
     import mlflow
 
@@ -385,6 +575,7 @@ def gather_report_inputs(
             since=snapshots.parse_as_of([since])[0].to_pydatetime() if since else None,
             client=mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri),
             effects=read_effects(effects_path) if effects_path is not None else None,
+            reference=reference,
         )
     finally:
         store.close()
@@ -437,8 +628,20 @@ def report_flow(
 
     model, info = load_champion(tracking_uri, artifact_root, model_name, alias)
     history = load_history(data_dir).history if data_dir is not None else None
+    reference: Any = None
+    if history is not None and info.run_id:
+        # the monitor's reference: logged with the champion's run, else rebuilt at its last training dates
+        reference = fetch_drift_reference(tracking_uri, artifact_root, info.run_id)
+        if reference is None:
+            from models.config import MonitoringConfig
+
+            n_dates = MonitoringConfig().reference_snapshots
+            reference = rebuild_drift_reference(history, model, tracking_uri, artifact_root, info.run_id, n_dates)
     inputs = cast(
-        Any, gather_report_inputs(store_url, model, info, policy_path, history, since, tracking_uri, effects_path)
+        Any,
+        gather_report_inputs(
+            store_url, model, info, policy_path, history, since, tracking_uri, effects_path, reference
+        ),
     )
     timings = dict(inputs.timings)
     t = time.perf_counter()

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the score store (LEADSCORE_STORE_URL). Default: SQLite in the home directory.",
     )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        description="LEADSCORE_ALERT_WEBHOOK_URL: `leadscore monitor` POSTs a JSON alert here when a check fails.",
+    )
 
     @property
     def home_dir(self) -> Path:
@@ -45,6 +49,11 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.home_dir / "mlartifacts"
+
+    @property
+    def monitor_dir(self) -> Path:
+        """Where ``leadscore monitor`` writes its JSON results (``latest.json`` and one file per check)."""
+        return self.home_dir / "monitor"
 
     @property
     def score_store_url(self) -> str:

@@ -52,6 +52,8 @@ class BatchSummary:
     queue: list[ScoreRecord]
     export: Path | None
     timings: dict[str, float] = field(default_factory=dict)
+    #: the past batches written first by ``leadscore score --backfill N`` (None without a backfill)
+    backfilled: BackfillSummary | None = None
 
 
 def score_batch(
@@ -67,6 +69,8 @@ def score_batch(
     explain_grades: tuple[str, ...] = DEFAULT_EXPLAIN_GRADES,
     queue_size: int = 10,
     progress: Progress | None = None,
+    features: pd.DataFrame | None = None,
+    explain: bool = True,
 ) -> BatchSummary:
     """Score every lead open at ``as_of`` and write the batch atomically (see the module docstring).
 
@@ -82,6 +86,11 @@ def score_batch(
         explain_grades: grades that get reasons and a next-best action (handoffs always do).
         queue_size: how many of the best handoffs the summary lists.
         progress: called with a short description as each step starts.
+        features: the point-in-time feature rows of ``as_of`` when already built (``build_features`` over
+            several dates returns the same rows as over one: :func:`backfill` builds its dates at once);
+            default: built here from ``history``.
+        explain: ``False`` stores no reasons or next-best actions at all (backfilled history; needs are
+            still computed).
 
     Raises:
         ValueError: no lead is open at ``as_of``, or the inputs do not fit together.
@@ -102,7 +111,12 @@ def score_batch(
 
     step(f"building features as of {ts.isoformat()}")
     t = time.perf_counter()
-    frame, _ = build_features(history, [ts], service.feature_config)
+    if features is None:
+        frame, _ = build_features(history, [ts], service.feature_config)
+    else:
+        frame = features
+        if len(frame) and not (pd.to_datetime(frame["as_of"], utc=True) == ts).all():
+            raise ValueError(f"the features passed for as_of {ts.isoformat()} hold rows of other as-of times")
     timings["features"] = time.perf_counter() - t
     if len(frame) == 0:
         raise ValueError(f"no lead is open at {ts.isoformat()}: nothing to score")
@@ -113,7 +127,9 @@ def score_batch(
     Xe = model.encode(frame)
     del frame
     timings["encode"] = time.perf_counter() - t
-    scored = service.score_encoded(ids, Xe, explain=EXPLAIN_TOP, as_of=ts.to_pydatetime(), scored_at=now)
+    scored = service.score_encoded(
+        ids, Xe, explain=EXPLAIN_TOP if explain else False, as_of=ts.to_pydatetime(), scored_at=now
+    )
     timings.update({f"score_{k}": v for k, v in scored.timings.items()})
 
     step("writing the batch")
@@ -180,6 +196,9 @@ def backfill_dates(anchor: pd.Timestamp | datetime, n: int, every_days: int = 7)
     return [day - pd.Timedelta(days=every_days * k) for k in range(n, 0, -1)]
 
 
+_BACKFILL_FEATURE_DATES = 8  # dates whose features are built in one pass (bounds memory: ~8 x open leads rows)
+
+
 @dataclass
 class BackfillSummary:
     """What :func:`backfill` wrote and what it skipped (and why)."""
@@ -204,7 +223,7 @@ def backfill(
     *,
     every_days: int = 7,
     anchor: pd.Timestamp | datetime | None = None,
-    explain_grades: tuple[str, ...] = DEFAULT_EXPLAIN_GRADES,
+    explain: bool = False,
     progress: Progress | None = None,
 ) -> BackfillSummary:
     """Score ``n`` past batches, oldest first, each as of its own past date, so the history has matured batches.
@@ -219,6 +238,9 @@ def backfill(
     (the data starts later) skips that date too.
 
     ``anchor`` defaults to the as-of time a batch scored now would get (now, capped at the data end + 1 day).
+    Past batches store no reasons or next-best actions by default (``explain=False``; with ``True`` their
+    A/B grades and handoffs get them as in a nightly batch): nobody reads last spring's reasons, and TreeSHAP
+    is a third of a batch's time (measured: 1.5 of 5.5 s for 11,800 open leads).
     """
     step = progress or (lambda _msg: None)
     if anchor is None:
@@ -234,24 +256,36 @@ def backfill(
         else None
     )
     created = pd.Timestamp(history.leads["created_at"].min()) if len(history.leads) else None
+    early = [d for d in todo if created is None or d <= created]
+    if early:
+        skipped += early
+        reason = reason or f"no lead exists yet on {early[-1].date()} (the data starts {created})"
+        todo = [d for d in todo if d not in early]
+    config = ScoringService(model, model_info, policy, store).feature_config
     written: list[BatchSummary] = []
-    for i, day in enumerate(todo, 1):
-        if created is None or day <= created:
-            skipped.append(day)
-            reason = reason or f"no lead exists yet on {day.date()} (the data starts {created})"
-            continue
-        step(f"backfill {i}/{len(todo)}: as of {day.date()}")
-        written.append(
-            score_batch(
-                history,
-                model,
-                model_info,
-                policy,
-                store,
-                as_of=day,
-                scored_at=day.to_pydatetime(),
-                explain_grades=explain_grades,
-                queue_size=0,
+    for start in range(0, len(todo), _BACKFILL_FEATURE_DATES):
+        chunk = todo[start : start + _BACKFILL_FEATURE_DATES]
+        step(f"backfill: features as of {chunk[0].date()} .. {chunk[-1].date()}")
+        # One pass over the history for several dates (running totals), instead of one pass per date.
+        frame, _ = build_features(history, chunk, config)
+        by_date = dict(list(frame.groupby("as_of", sort=True)))
+        empty = frame.iloc[:0]
+        del frame
+        for day in chunk:
+            step(f"backfill {len(written) + 1}/{len(todo)}: as of {day.date()}")
+            rows = by_date.pop(day, None)
+            written.append(
+                score_batch(
+                    history,
+                    model,
+                    model_info,
+                    policy,
+                    store,
+                    as_of=day,
+                    scored_at=day.to_pydatetime(),
+                    queue_size=0,
+                    explain=explain,
+                    features=empty if rows is None else rows.reset_index(drop=True),
+                )
             )
-        )
     return BackfillSummary(batches=written, skipped=sorted(skipped), skip_reason=reason, dates=dates)

@@ -89,7 +89,16 @@ class SimulatorConfig(BaseModel):
     # -- ground truth ----------------------------------------------------------------------
     horizon_days: int = Field(default=90, ge=1, le=365, description="horizon of the true propensity")
 
-    @field_validator("start_date", mode="before")
+    # -- behaviour drift (for testing monitoring) ---------------------------------------------
+    drift_after: dt.date | None = Field(
+        default=None,
+        description="from this day on (UTC midnight) prospects engage differently: see process.py 'Drift'",
+    )
+    drift_strength: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="scales every drift probability (1 = the full shift)"
+    )
+
+    @field_validator("start_date", "drift_after", mode="before")
     @classmethod
     def _date_only(cls, value: object) -> object:
         if isinstance(value, dt.datetime):
@@ -100,7 +109,19 @@ class SimulatorConfig(BaseModel):
     def _consistent(self) -> SimulatorConfig:
         if self.start_date.year < 1971:
             raise ValueError(f"start_date {self.start_date} is before 1971")
+        if self.drift_after is not None and not (self.start_date < self.drift_after < self.end.date()):
+            raise ValueError(
+                f"drift_after {self.drift_after} must fall inside the simulated span "
+                f"({self.start_date} .. {self.end.date()}, exclusive)"
+            )
         return self
+
+    @property
+    def drift_start(self) -> dt.datetime | None:
+        """First instant of the drifted behaviour (UTC midnight of ``drift_after``), or None."""
+        if self.drift_after is None:
+            return None
+        return dt.datetime.combine(self.drift_after, dt.time(0, 0), tzinfo=dt.UTC)
 
     @property
     def start(self) -> dt.datetime:

@@ -48,6 +48,26 @@ some campaign fires in a week given the phase at its start, which is exact becau
 are independent across campaigns and weeks given the phase.
 Observations are conditionally independent of the future given the phase and traits, so this is the
 Bayes-optimal score for any model of the observed data: an honest ceiling.
+
+Drift
+-----
+With ``config.drift_after`` set, prospects *engage differently* from that day on (UTC midnight), while
+what happens to them (phases, stages, conversions, the true propensity) stays that of the undrifted
+world: the observed activity of every lead at or after the drift start is rewritten, with probabilities
+scaled by ``config.drift_strength`` (``s``):
+
+Campaign touches keep their type and channel; only self-directed activity changes:
+
+- activity mix: a newsletter e-mail open becomes a web visit with probability ``0.7 s`` (inbox
+  engagement collapses, ad traffic grows); an e-mail click becomes a content download with probability
+  ``0.5 s``; a pricing-page view becomes a plain web visit with probability ``0.5 s`` (pricing moved
+  behind a form);
+- channel mix: self-directed web activity (organic, direct, paid, social, referral traffic), including
+  the rewritten visits, comes from paid search with probability ``0.6 s`` (a switch to paid acquisition).
+
+The rewrite draws from its own random stream (one per chunk), after every draw of the undrifted
+process, so the same seed gives byte-identical data before the drift start, and identical leads,
+stages and conversions throughout; only activities at or after the drift start differ.
 """
 
 from __future__ import annotations
@@ -57,7 +77,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.simulator import catalog as cat
-from features.simulator.world import SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_WEEK, STREAM_CHUNK, World
+from features.simulator.world import (
+    SECONDS_PER_DAY,
+    SECONDS_PER_HOUR,
+    SECONDS_PER_WEEK,
+    STREAM_CHUNK,
+    STREAM_DRIFT,
+    World,
+)
 
 _NO_TIME = np.iinfo(np.int64).max  # "never" for int64 second times
 # How strongly fit drives each part of the process (multiplied by config.fit_strength).
@@ -173,7 +200,41 @@ class _Chunk:
         prop = self._propensity()
         acts = self._activities()
         stages, acts = self._stages(acts)
+        acts = self._drift(acts)
         return self._result(acts, stages, prop)
+
+    # -- drift ---------------------------------------------------------------------------------------
+    def _drift(self, acts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Rewrite activities at or after ``config.drift_start`` (see "Drift" in the module docstring)."""
+        start = self.cfg.drift_start
+        if start is None:
+            return acts
+        drift_s = int(start.timestamp())
+        rng = np.random.default_rng(np.random.SeedSequence(self.w.seed, spawn_key=(STREAM_DRIFT, self.k)))
+        s = self.cfg.drift_strength
+        acts = {k: v.copy() for k, v in acts.items()}
+        # Campaign touches keep their own type and channel: the drift is in self-directed behaviour.
+        after = (acts["time"] >= drift_s) & (acts["campaign"] < 0)
+        m = len(after)
+        a_type, channel, value = acts["type"], acts["channel"], acts["value"]
+        u = rng.random(m)
+        to_visit = after & (
+            ((a_type == cat.EMAIL_OPEN) & (u < 0.7 * s)) | ((a_type == cat.PRICING_VIEW) & (u < 0.5 * s))
+        )
+        to_download = after & (a_type == cat.EMAIL_CLICK) & (u < 0.5 * s)
+        a_type[to_visit] = cat.WEB_VISIT
+        a_type[to_download] = cat.CONTENT_DOWNLOAD
+        pages = 1 + rng.poisson(0.7, m)
+        value[to_visit] = pages[to_visit].astype(value.dtype)
+        value[to_download] = np.nan
+        # the rewritten activities are web traffic now; some of it, and of all web traffic, is paid
+        web = np.array([cat.CH_ORGANIC, cat.CH_DIRECT, cat.CH_PAID, cat.CH_SOCIAL, cat.CH_REFERRAL])
+        fresh = web[_choice(rng, cat.WEB_CHANNEL_WEIGHTS, m)]
+        rewritten = to_visit | to_download
+        channel[rewritten] = fresh[rewritten]
+        paid = after & np.isin(channel, web) & (rng.random(m) < 0.6 * s)
+        channel[paid] = cat.CH_PAID
+        return acts
 
     # -- leads ---------------------------------------------------------------------------------
     def _arrivals(self) -> None:

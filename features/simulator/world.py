@@ -22,6 +22,7 @@ SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY
 STREAM_CALENDAR = 1
 STREAM_CAMPAIGNS = 2
 STREAM_CHUNK = 3
+STREAM_DRIFT = 4  # the behaviour-drift rewrite of observed activity (process.py 'Drift')
 
 # Activity and sign-up volume by hour of day (UTC): Europe in the morning, the Americas in the
 # afternoon/evening, a little Asia-Pacific at night.

@@ -14,6 +14,8 @@ Layout of a training run::
     artifacts   config.yaml, lineage.json, plots/<name>.png,
                 evaluation/test_rows.parquet   ids + labels of the test snapshots (promotion
                                                re-evaluates the champion on exactly these rows)
+                monitoring/reference_rows.parquet  the drift reference: training rows (ids, features,
+                                               readiness, score) at the newest training as-of dates
     model       ``model``: the pyfunc (see :mod:`models.package.bundle`), registered as a new version
                 with alias ``challenger``
 """
@@ -43,6 +45,7 @@ logger = logging.getLogger(__name__)
 CHALLENGER_ALIAS = "challenger"
 CHAMPION_ALIAS = "champion"
 TEST_ROWS_ARTIFACT = "evaluation/test_rows.parquet"
+REFERENCE_ROWS_ARTIFACT = "monitoring/reference_rows.parquet"
 CONFIG_ARTIFACT = "config.yaml"
 LINEAGE_ARTIFACT = "lineage.json"
 LEAKAGE_ARTIFACT = "evaluation/leakage.json"
@@ -447,6 +450,7 @@ def log_training_run(
     tags: Mapping[str, str] | None = None,
     run_name: str | None = None,
     example_rows: int = 5,
+    tables: Mapping[str, pd.DataFrame] | None = None,
 ) -> TrainingRun:
     """Log one training run and register its pyfunc model as a new ``challenger`` version.
 
@@ -475,6 +479,8 @@ def log_training_run(
         tags: Extra run tags.
         run_name: MLflow run name.
         example_rows: Rows of the logged input example.
+        tables: ``{artifact path: DataFrame}`` written as Parquet (e.g. the drift reference,
+            :data:`REFERENCE_ROWS_ARTIFACT`).
     """
     import mlflow
 
@@ -515,6 +521,14 @@ def log_training_run(
             mlflow.log_dict(lineage.to_dict(), LINEAGE_ARTIFACT)
         rows_path = write_table(test_rows.reset_index(drop=True), Path(tmp) / Path(TEST_ROWS_ARTIFACT).name)
         mlflow.log_artifact(str(rows_path), artifact_path=str(Path(TEST_ROWS_ARTIFACT).parent))
+        for artifact_path, table in (tables or {}).items():
+            if Path(artifact_path).suffix != ".parquet":
+                raise ValueError(f"table artifact {artifact_path!r}: tables are written as .parquet")
+            local = Path(tmp) / "tables" / artifact_path
+            local.parent.mkdir(parents=True, exist_ok=True)
+            written = write_table(table.reset_index(drop=True), local)
+            parent = str(Path(artifact_path).parent)
+            mlflow.log_artifact(str(written), artifact_path=None if parent == "." else parent)
         for name, figure in (figures or {}).items():
             file = name if Path(name).suffix in {".png", ".svg", ".pdf", ".jpg"} else f"{name}.png"
             mlflow.log_figure(figure, f"{PLOTS_DIR}/{file}")
@@ -676,6 +690,7 @@ def log_training_result(
     test = result.test_frame
     test_rows = test[[c for c in (*ID_COLUMNS, *LABEL_COLUMNS) if c in test.columns]]
     lineage = lineage_from_split(data_dir, split_summary, row_counts) if data_dir is not None else None
+    reference = drift_reference_rows(result)
     return log_training_run(
         target,
         experiment=experiment,
@@ -693,7 +708,35 @@ def log_training_result(
         artifacts=artifacts,
         tags=tags,
         run_name=run_name,
+        tables={REFERENCE_ROWS_ARTIFACT: reference} if reference is not None else None,
     )
+
+
+def drift_reference_rows(result: Any) -> pd.DataFrame | None:
+    """The drift reference of a training result: readiness training rows at the newest training dates.
+
+    ``lead_id``, ``as_of``, every model feature, and the trained model's ``readiness`` and ``score`` on them
+    (:func:`models.judge.reference.reference_population` with ``config.monitoring``). ``None`` when the
+    result has no training rows (nothing to compare with).
+    """
+    from models.judge.reference import reference_population
+
+    split = getattr(getattr(result, "split", None), "readiness", None)
+    train = getattr(split, "train", None)
+    if train is None or len(train) == 0 or not hasattr(result.model, "predict_arrays"):
+        return None
+    monitoring = result.config.monitoring
+    columns = [c for c in (*ID_COLUMNS, *result.spec.features) if c in train.columns]
+    rows = reference_population(
+        train[columns],
+        last_snapshots=monitoring.reference_snapshots,
+        max_rows=monitoring.reference_max_rows,
+        seed=result.config.seed,
+    )
+    outputs = result.model.predict_arrays(rows)
+    rows["readiness"] = outputs["readiness"]
+    rows["score"] = outputs["score"]
+    return rows
 
 
 def result_evaluator(result: Any) -> Any:
@@ -716,3 +759,77 @@ def result_evaluator(result: Any) -> Any:
         return result.evaluate_on(model, matched)
 
     return evaluate
+
+
+# --------------------------------------------------------------------------------------------
+# monitoring: the champion's drift reference, and monitor results
+
+
+def load_reference_rows(target: TrackingTarget, run_id: str) -> pd.DataFrame | None:
+    """The drift reference logged with a training run (:func:`drift_reference_rows`), or ``None``.
+
+    Runs logged before leadscore kept a reference have none; callers then rebuild one from the data
+    (:func:`training_span` says which dates).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = target.client()
+    parent = str(Path(REFERENCE_ROWS_ARTIFACT).parent)
+    try:
+        names = {f.path for f in client.list_artifacts(run_id, parent)}
+    except MlflowException as exc:
+        raise TrackingError(f"cannot list the artifacts of run {run_id} in {target.display_uri()}: {exc}") from exc
+    if REFERENCE_ROWS_ARTIFACT not in names:
+        return None
+    with tempfile.TemporaryDirectory(prefix="leadscore-reference-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=REFERENCE_ROWS_ARTIFACT, dst_path=tmp, tracking_uri=target.tracking_uri
+        )
+        return pd.read_parquet(local)
+
+
+def training_span(target: TrackingTarget, run_id: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """First and last readiness training as-of date of a run (from its ``data.span.train`` param)."""
+    params = target.client().get_run(run_id).data.params
+    span = params.get("data.span.train")
+    if not span or ".." not in span:
+        return None
+    first, last = span.split("..", 1)
+    return pd.Timestamp(first, tz="UTC"), pd.Timestamp(last, tz="UTC")
+
+
+MONITOR_RESULT_ARTIFACT = "monitor.json"
+
+
+def log_monitor_run(
+    target: TrackingTarget,
+    *,
+    experiment: str,
+    result: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str] | None = None,
+    run_name: str | None = None,
+) -> str:
+    """Log one monitor check as its own MLflow run (tag ``leadscore.kind = monitor``); returns the run id.
+
+    ``result`` is the check's JSON document (artifact :data:`MONITOR_RESULT_ARTIFACT`), ``metrics`` its
+    figures (``monitor.score_psi`` ...; non-finite values are left out).
+    """
+    experiment_id = ensure_experiment(target, experiment)
+    client = target.client()
+    run = client.create_run(experiment_id, run_name=run_name, tags={"leadscore.kind": "monitor", **dict(tags or {})})
+    run_id = run.info.run_id
+    try:
+        finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        for key, value in finite.items():
+            client.log_metric(run_id, key, value)
+        with tempfile.TemporaryDirectory(prefix="leadscore-monitor-") as tmp:
+            path = Path(tmp) / MONITOR_RESULT_ARTIFACT
+            path.write_text(json.dumps(result, indent=2, sort_keys=True, default=_json_default), encoding="utf-8")
+            client.log_artifact(run_id, str(path))
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id

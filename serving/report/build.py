@@ -28,6 +28,7 @@ from serving.report.inputs import (
     read_feedback,
     read_handoffs,
 )
+from serving.report.sections import PSI_FLAG
 from serving.stores import ScoreStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ def gather_inputs(
     since: datetime | None = None,
     client: Any = None,
     effects: pd.DataFrame | None = None,
+    reference: pd.DataFrame | None = None,
     drift: DriftFn | None = None,
     now: datetime | None = None,
 ) -> ReportInputs:
@@ -59,7 +61,9 @@ def gather_inputs(
         since: only batches, handoffs and touches at or after this time.
         client: an ``MlflowClient`` for the run's metrics and test-set grade table (optional).
         effects: an effects table (issue 12) for section 4 (columns :data:`~serving.report.inputs.EFFECT_COLUMNS`).
-        drift: how to compute drift (default :func:`default_drift`); needs the history.
+        reference: the champion's drift reference rows (``lead_id``, ``as_of``, its features, ``readiness``);
+            drift is computed against it with :func:`report_drift`.
+        drift: instead of ``reference``, a function ``drift(history, model, store) -> DriftReport`` (tests).
         now: the report's time (default now).
     """
     from serving.monitoring.performance import matured_outcomes, maturity_summary
@@ -97,20 +101,75 @@ def gather_inputs(
     inputs.leads, inputs.source_column, inputs.conversions = leads, column, conversions
     inputs.touches, inputs.data_end = touches, data_end
     spent["history"] = time.perf_counter() - t
-    if inputs.batches:
-        t = time.perf_counter()
-        try:
-            inputs.drift = (drift or default_drift)(history, model, store)
-        except (ValueError, LookupError) as exc:
-            inputs.drift_note = f"Drift could not be computed: {exc}"
-            log.warning("report: %s", inputs.drift_note)
-        spent["drift"] = time.perf_counter() - t
+    t = time.perf_counter()
+    try:
+        if drift is not None:
+            inputs.drift = drift(history, model, store)
+        elif reference is not None:
+            inputs.drift, notes = report_drift(history, store, model, info, reference)
+            inputs.drift_note = " ".join(f"{n[0].upper()}{n[1:]}." for n in notes) or None
+        else:
+            inputs.drift_note = (
+                "The champion's training run has no drift reference (retrain with this version of leadscore)."
+            )
+    except (ValueError, LookupError) as exc:
+        inputs.drift, inputs.drift_note = None, f"Drift could not be computed: {exc}"
+        log.warning("report: %s", inputs.drift_note)
+    spent["drift"] = time.perf_counter() - t
     return inputs
 
 
-def default_drift(history: Any, model: Any, store: ScoreStore) -> Any:
-    """Drift of the current batch's population vs the champion's training data (:mod:`serving.monitoring`)."""
-    raise LookupError("the drift reference of serving.monitoring is not available in this build")
+def report_drift(
+    history: Any,
+    store: ScoreStore,
+    model: Any,
+    info: Any,
+    reference: pd.DataFrame,
+    *,
+    threshold: float = PSI_FLAG,
+    bins: int = 10,
+    max_age_days: float | None = None,
+) -> tuple[Any, list[str]]:
+    """Drift of the current batch vs the champion's reference, flagged at ``threshold`` (the report's 0.2).
+
+    The same like-with-like comparison as the monitor check (:mod:`serving.monitoring.monitor`): the current
+    batch's leads with their features as of the batch, both sides limited to lead ages the reference holds,
+    features ranked by the champion's gain. Returns the :class:`~serving.monitoring.drift.DriftReport` and
+    notes for the reader (leads left out, a batch re-scored with the champion).
+    """
+    from serving.monitoring.drift import comparable_ages, drift_report
+    from serving.monitoring.monitor import current_population, feature_importance
+
+    features = list(model.spec.features)
+    missing = [c for c in ("readiness", *features) if c not in reference.columns]
+    if missing:
+        raise ValueError(f"the drift reference lacks columns {missing[:5]}: retrain so the champion carries one")
+    current = current_population(history, store, model, info)
+    notes = list(current.notes)
+    ref_mask, cur_mask, age_limit = comparable_ages(reference, current.frame, max_age_days=max_age_days)
+    left_out = int((~cur_mask).sum())
+    if age_limit is not None and left_out:
+        notes.append(
+            f"{left_out:,} of {len(cur_mask):,} current leads are older than {age_limit:.0f} days (the oldest age in "
+            "the training reference) and are left out of the drift figures, to compare like with like"
+        )
+    if not cur_mask.any():
+        raise ValueError(f"no current lead is {age_limit:.0f} days old or younger, the ages the reference holds")
+    ref_rows = reference[ref_mask.to_numpy()].reset_index(drop=True)
+    cur_rows = current.frame[cur_mask.to_numpy()].reset_index(drop=True)
+    report = drift_report(
+        ref_rows,
+        cur_rows,
+        features,
+        ref_rows["readiness"].to_numpy(dtype="float64"),
+        current.readiness[cur_mask.to_numpy()],
+        importance=feature_importance(model),
+        categorical=list(model.spec.categorical),
+        bins=bins,
+        score_threshold=threshold,
+        feature_threshold=threshold,
+    )
+    return report, notes
 
 
 def read_effects(path: str | Path) -> pd.DataFrame:

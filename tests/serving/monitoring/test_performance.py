@@ -149,3 +149,18 @@ def test_backfill_is_oldest_first_and_skips_what_the_store_already_covers(
     assert again.n_written == 0 and len(again.skipped) == 3 and "already holds batches" in (again.skip_reason or "")
     with pytest.raises(ValueError, match=">= 0"):
         backfill_dates(anchor, -1)
+
+
+def test_weighted_auc_with_unit_weights_is_scikit_learns() -> None:
+    from serving.monitoring.performance import weighted_auc
+
+    rng = np.random.default_rng(2)
+    y = (rng.random(3000) < 0.1).astype(np.int64)
+    p = np.round(np.clip(0.1 + 0.2 * y + rng.normal(0, 0.15, 3000), 0, 1), 2)  # rounded: many ties
+    roc, pr = weighted_auc(y, p, np.ones(len(y)))
+    assert roc == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert pr == pytest.approx(average_precision_score(y, p), abs=1e-12)
+    w = rng.integers(0, 3, len(y)).astype(float)
+    roc_w, pr_w = weighted_auc(y, p, w)
+    assert roc_w == pytest.approx(roc_auc_score(y, p, sample_weight=w), abs=1e-12)
+    assert pr_w == pytest.approx(average_precision_score(y, p, sample_weight=w), abs=1e-12)

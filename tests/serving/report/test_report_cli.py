@@ -43,6 +43,9 @@ def test_report_command_writes_the_page_and_logs_it_to_the_champion_run(env: Pat
     assert f"logged to MLflow run {demo.run_id}" in text
     html = out.read_text()
     assert html.startswith("<!DOCTYPE html>") and "6. Model card" in html
+    # drift against the reference logged with the champion's run (the same simulated data: nothing moved much)
+    assert "Drift could not be computed" not in html and "has no drift reference" not in html
+    assert "No feature drifted" in html or "features drifted" in html
     assert not list(out.parent.glob(".*.tmp"))  # atomic: no temporary file left behind
     artifacts = [a.path for a in MlflowClient(demo.tracking_uri).list_artifacts(demo.run_id, "report")]
     assert artifacts == ["report/alignment.html"]
