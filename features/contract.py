@@ -16,6 +16,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from features.errors import ContractError
+from features.io import atomic_write_text
+from features.yamlfile import read_yaml_mapping
+
 CONTRACT_FILE = "contract.yaml"
 CONTRACT_VERSION = 1
 
@@ -59,10 +63,6 @@ def check_timezone(value: str) -> str:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone '{value}'") from exc
     return value
-
-
-class ContractError(ValueError):
-    """A data directory or its contract does not satisfy the data contract."""
 
 
 class AttributeSpec(BaseModel):
@@ -250,8 +250,6 @@ class Contract(BaseModel):
                 f"{path}: no data contract found. A data directory needs a {CONTRACT_FILE} declaring its "
                 "attributes, activity types, topics and stages (see docs/data-contract.md)."
             )
-        from features.yamlfile import read_yaml_mapping
-
         raw = read_yaml_mapping(path.read_text(encoding="utf-8"), str(path), ContractError)
         try:
             return cls.model_validate(raw)
@@ -260,8 +258,6 @@ class Contract(BaseModel):
 
     def dump(self, path: str | Path) -> Path:
         """Write the contract as YAML (atomically)."""
-        from features.io import atomic_write_text
-
         path = Path(path)
         if path.is_dir():
             path = path / CONTRACT_FILE

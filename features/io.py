@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.contract import ContractError
+from features.errors import ContractError
 
 TABLE_SUFFIXES = (".parquet", ".csv")
 

@@ -1,1 +1,1 @@
-"""Mapping files shipped with leadscore: one per public data set (package data, see features/mapping.py)."""
+"""Mapping files shipped with leadscore: one per public data set (package data, see features/mapping/)."""

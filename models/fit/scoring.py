@@ -44,9 +44,6 @@ from models.fit.fastpredict import SmallBatchPredictor
 if TYPE_CHECKING:
     from sklearn.calibration import CalibratedClassifierCV
 
-    from models.fit.readiness import ReadinessModel
-    from models.fit.stage import StageModel
-
 GRADE_LETTERS = ("A", "B", "C", "D")
 _GRADE_BY_INDEX = np.array(["D", "C", "B", "A"], dtype=object)
 BIAS_COLUMN = "bias"
@@ -271,35 +268,6 @@ class ScoringModel:
         self._readiness_predictor = SmallBatchPredictor(self.readiness_booster, max_rows=SMALL_BATCH_ROWS)
         stage = self.stage_booster
         self._stage_predictor = SmallBatchPredictor(stage, max_rows=SMALL_BATCH_ROWS) if stage is not None else None
-
-    @classmethod
-    def from_models(
-        cls,
-        spec: FeatureSpec,
-        readiness: ReadinessModel,
-        grade_cutoffs: Mapping[str, float],
-        stage: StageModel | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> ScoringModel:
-        """Assemble from fitted :class:`ReadinessModel` / :class:`StageModel` sharing one encoder."""
-        if (
-            stage is not None
-            and stage.encoder_ is not readiness.encoder_
-            and stage.encoder_.categories_ != readiness.encoder_.categories_
-        ):
-            raise ValueError("readiness and stage models must share one fitted encoder (pass encoder=...)")
-        return cls(
-            spec=spec,
-            encoder=readiness.encoder_,
-            readiness_booster=readiness.booster_,
-            calibration=readiness.calibration_,
-            grade_cutoffs=grade_cutoffs,
-            stage_booster=stage.booster_ if stage is not None else None,
-            stage_labels=list(stage.classes_) if stage is not None else (),
-            score_scale=readiness.score_scale_,
-            metadata=metadata,
-            stage_weights=stage.decision_weights_ if stage is not None else None,
-        )
 
     # -- description ----------------------------------------------------------------------------------
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -499,7 +500,7 @@ def evaluate_models(
         "stage_best_iteration": stage_model.best_iteration_ if stage_model is not None else None,
         "notes": list(notes),
     }
-    model = ScoringModel.from_models(spec, readiness, cutoffs, stage=stage_model, metadata=model_metadata)
+    model = assemble_scoring_model(spec, readiness, cutoffs, stage=stage_model, metadata=model_metadata)
 
     figures: dict[str, Figure] = {}
     if config.evaluation.plots:
@@ -535,4 +536,32 @@ def evaluate_models(
         notes=notes,
         timings=timings,
         leakage=prep.leakage,
+    )
+
+
+def assemble_scoring_model(
+    spec: FeatureSpec,
+    readiness: ReadinessModel,
+    grade_cutoffs: Mapping[str, float],
+    stage: StageModel | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> ScoringModel:
+    """The :class:`ScoringModel` of fitted :class:`ReadinessModel` / :class:`StageModel` sharing one encoder."""
+    if (
+        stage is not None
+        and stage.encoder_ is not readiness.encoder_
+        and stage.encoder_.categories_ != readiness.encoder_.categories_
+    ):
+        raise ValueError("readiness and stage models must share one fitted encoder (pass encoder=...)")
+    return ScoringModel(
+        spec=spec,
+        encoder=readiness.encoder_,
+        readiness_booster=readiness.booster_,
+        calibration=readiness.calibration_,
+        grade_cutoffs=grade_cutoffs,
+        stage_booster=stage.booster_ if stage is not None else None,
+        stage_labels=list(stage.classes_) if stage is not None else (),
+        score_scale=readiness.score_scale_,
+        metadata=metadata,
+        stage_weights=stage.decision_weights_ if stage is not None else None,
     )

@@ -38,6 +38,8 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PyFuncModel, PythonModel, PythonModelContext
 
+from models.package.uris import redact_uri
+
 SCORING_MODEL_ARTIFACT = "scoring_model"
 SCORING_MODEL_FILE = "scoring_model.pkl"
 PYFUNC_ENTRY_FILE = "leadscore_pyfunc.py"
@@ -313,7 +315,6 @@ def load_scoring_model(
         tracking_uri: Tracking store to use (default: MLflow's current one).
         registry_uri: Model registry to use (default: the tracking URI).
     """
-    from models.package.tracking import redact_uri
 
     tracking_uri = tracking_uri or mlflow.get_tracking_uri()
     registry_uri = registry_uri or tracking_uri

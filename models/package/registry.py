@@ -32,6 +32,7 @@ from mlflow.exceptions import MlflowException
 from models.config import METRIC_DIRECTION
 from models.package.bundle import load_scoring_model, model_metrics
 from models.package.tracking import CHALLENGER_ALIAS, CHAMPION_ALIAS, TEST_ROWS_ARTIFACT
+from models.package.uris import redact_uri
 
 HISTORY_TAG = "leadscore.champion_history"
 DECISION_TAG = "leadscore.promotion"
@@ -484,6 +485,5 @@ class ModelRegistry:
 
 
 def _display(client: MlflowClient) -> str:
-    from models.package.tracking import redact_uri
 
     return redact_uri(str(client.tracking_uri))

@@ -39,6 +39,8 @@ import yaml
 
 from features.io import write_table
 from features.spec import ID_COLUMNS
+from models.package.bundle import log_pyfunc_model
+from models.package.uris import redact_uri
 
 logger = logging.getLogger(__name__)
 
@@ -145,11 +147,6 @@ class TrainingRun:
 
 # --------------------------------------------------------------------------------------------
 # configuration
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` with a password, if any, replaced by ``***``."""
-    return re.sub(r"(//[^:/@]+:)[^@/]*@", r"\1***@", uri)
 
 
 def configure_mlflow(
@@ -483,8 +480,6 @@ def log_training_run(
             :data:`REFERENCE_ROWS_ARTIFACT`).
     """
     import mlflow
-
-    from models.package.bundle import log_pyfunc_model
 
     missing = [c for c in ID_COLUMNS if c not in test_rows.columns]
     if missing:

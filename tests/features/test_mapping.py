@@ -540,7 +540,7 @@ def test_single_snapshot_import(tmp_path: Path) -> None:
 
 
 def test_bins_default_labels_and_edges() -> None:
-    from features.mapping import BinsConfig
+    from features.mapping.schema import BinsConfig
 
     assert BinsConfig(edges=[25, 35.5]).bin_labels() == ["<25", "25-35.5", ">=35.5"]
     with pytest.raises(ValueError, match="increase strictly"):

@@ -19,9 +19,7 @@ from features.validation import (
     TIMESTAMP_DTYPE,
     TableReport,
     ValidationResult,
-    _drop_rows,
     _may_repeat,
-    _parse_time_text,
     load_history,
     write_quarantine,
 )
@@ -743,24 +741,6 @@ def test_many_rejected_rows_keep_order_and_accounting(tmp_path):
     }
 
 
-@pytest.mark.parametrize("n_bad", [0, 1, 5, 1001])
-def test_drop_rows_slice_and_take_paths_agree(n_bad):
-    rng = np.random.default_rng(n_bad)
-    frame = pd.DataFrame(
-        {
-            "s": pd.Series([f"v{i}" for i in range(1200)], dtype=STR_DTYPE),
-            "x": np.arange(1200, dtype=float),
-        }
-    )
-    bad = np.zeros(len(frame), dtype=bool)
-    bad[rng.choice(len(frame), n_bad, replace=False)] = True
-    bad[[0, -1]] = n_bad > 0  # rejects at both ends are the edge cases of slicing
-    out = _drop_rows(frame, bad)
-    expected = frame[~bad].reset_index(drop=True)
-    pd.testing.assert_frame_equal(out, expected)
-    assert out["s"].dtype == STR_DTYPE
-
-
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.integers(-3, 3), st.integers(-(2**62), 2**62) | st.integers(0, 3)), max_size=40))
 def test_duplicate_prefilter_keeps_every_repeat(pairs):
@@ -906,35 +886,6 @@ def test_day_first_dotted_dates_and_ambiguous_slash_dates(tmp_path):
         pd.Timestamp("2024-02-01T00:00Z"),
     ]
     assert quarantined(result, "leads") == [(3, "created_at '01/02/2024' is not a valid timestamp")]
-
-
-_ISO_FORMS = st.sampled_from(
-    ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d", "%Y%m%dT%H%M%S"]
-)
-_OFFSETS = st.sampled_from(["", "", "Z", "+01:00", "-05:30", "+0200", "-03", " +01:00"])
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.datetimes(min_value=pd.Timestamp("1990-01-01"), max_value=pd.Timestamp("2030-12-31")),
-            _ISO_FORMS,
-            _OFFSETS,
-        ),
-        min_size=1,
-        max_size=8,
-    )
-)
-def test_offset_detection_agrees_with_pandas(values):
-    texts = [d.strftime(form) + ("" if form == "%Y-%m-%d" else offset) for d, form, offset in values]
-    series = pd.Series(texts, dtype=STR_DTYPE)
-    parsed, aware = _parse_time_text(series, np.ones(len(texts), dtype=bool))
-    for text, value, has_offset in zip(texts, parsed, aware, strict=True):
-        expected = pd.to_datetime(pd.Series([text]), format="ISO8601", errors="coerce")
-        assert has_offset == isinstance(expected.dtype, pd.DatetimeTZDtype), text
-        reference = expected.dt.tz_convert("UTC").dt.tz_localize(None) if has_offset else expected
-        assert pd.Timestamp(value) == reference.iloc[0], text
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from serving import stores
 from serving.batch import score_batch
 from serving.policy import HandoffPolicy
 from serving.service import default_as_of
 from serving.stores import EXPORT_COLUMNS, ScoreStore
+from serving.stores import store as store_module
 from tests.models.sim_scoring import SimulatedScoring, simulated_scoring
 from tests.serving import test_stores
 from tests.serving.test_service import Info, model_mode_policy
@@ -83,7 +83,7 @@ def test_a_failed_write_leaves_the_previous_batch_current(
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(stores, "_insert_many", broken)
+    monkeypatch.setattr(store_module, "insert_many", broken)
     with pytest.raises(OSError, match="disk full"):
         score_batch(sim.history, sim.model, Info(), policy, store, scored_at=T0 + timedelta(days=15))
     assert store.current_batch().batch_id == first.batch.batch_id

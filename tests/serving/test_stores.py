@@ -27,6 +27,7 @@ from serving.stores import (
     UnknownHandoffError,
     default_store_url,
 )
+from serving.stores import store as store_module
 
 POSTGRES_ENV = "LEADSCORE_TEST_POSTGRES_URL"
 T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
@@ -268,7 +269,7 @@ def test_history_previous_scores_and_current_flag(store: ScoreStore, monkeypatch
     assert previous["L00005"].score == first.loc[5, "score"]
     assert previous["L00005"].batch_id < previous["L00000"].batch_id
     # The large-request path (scan the newest batch, then look up the rest) gives the same answer.
-    monkeypatch.setattr(stores, "_WHOLE_BATCH_THRESHOLD", 1)
+    monkeypatch.setattr(store_module, "_WHOLE_BATCH_THRESHOLD", 1)
     assert store.previous_scores(ids) == previous
     assert [b.model_version for b in store.batches()] == ["2", "1"]
 
@@ -416,14 +417,14 @@ def test_reader_sees_only_complete_batches_during_a_write(
     old = _write(writer, _frame(50, seed=1, handoff_top=5))
     old_queue = [r.lead_id for r in reader.handoff_queue(limit=100).items]
     rows_inserted, release = threading.Event(), threading.Event()
-    real_insert = stores._insert_many
+    real_insert = store_module.insert_many
 
     def paused_insert(*args: Any, **kwargs: Any) -> None:
         real_insert(*args, **kwargs)
         rows_inserted.set()  # every row of the new batch is in, the transaction is still open
         assert release.wait(30), "test did not release the writer"
 
-    monkeypatch.setattr(stores, "_insert_many", paused_insert)
+    monkeypatch.setattr(store_module, "insert_many", paused_insert)
     failure: list[BaseException] = []
 
     def write() -> None:
