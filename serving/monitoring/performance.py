@@ -35,7 +35,7 @@ from scipy.stats import norm
 
 from features.history import ProspectHistory
 from models.judge.evaluation import calibration_bins
-from serving.stores import batches_table, scores_table
+from serving.stores.schema import batches_table, scores_table
 
 if TYPE_CHECKING:
     from serving.stores import ScoreStore

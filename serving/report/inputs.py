@@ -32,6 +32,7 @@ from serving import stores
 from serving.monitoring.drift import DriftReport
 from serving.monitoring.performance import Maturity
 from serving.policy import HandoffPolicy
+from serving.stores import schema
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def _utc(series: pd.Series) -> pd.Series:
 
 def read_batches(store: stores.ScoreStore, since: datetime | None = None) -> list[stores.BatchInfo]:
     """Every batch scored at or after ``since``, oldest first."""
-    b = stores.batches_table
+    b = schema.batches_table
     query = sa.select(b).order_by(b.c.batch_id)
     if since is not None:
         query = query.where(b.c.scored_at >= since)
@@ -202,7 +203,7 @@ def read_batches(store: stores.ScoreStore, since: datetime | None = None) -> lis
 
 def read_current_scores(store: stores.ScoreStore) -> pd.DataFrame:
     """The current batch: ``lead_id, readiness, score, grade, handoff`` (empty before the first batch)."""
-    s, cur = stores.scores_table, stores.current_batch_table
+    s, cur = schema.scores_table, schema.current_batch_table
     query = sa.select(s.c.lead_id, s.c.readiness, s.c.score, s.c.grade, s.c.handoff).join(
         cur, sa.and_(cur.c.id == 1, cur.c.batch_id == s.c.batch_id)
     )
@@ -214,7 +215,7 @@ def read_current_scores(store: stores.ScoreStore) -> pd.DataFrame:
 
 def read_handoffs(store: stores.ScoreStore, since: datetime | None = None) -> pd.DataFrame:
     """Handoffs made at or after ``since`` with the grade, score and readiness they were handed off at."""
-    h, s = stores.handoffs_table, stores.scores_table
+    h, s = schema.handoffs_table, schema.scores_table
     query = sa.select(h.c.handoff_id, h.c.lead_id, h.c.batch_id, h.c.handed_off_at, s.c.grade, s.c.score, s.c.readiness)
     query = query.join(s, s.c.handoff_id == h.c.handoff_id)
     if since is not None:
@@ -228,7 +229,7 @@ def read_handoffs(store: stores.ScoreStore, since: datetime | None = None) -> pd
 
 def read_feedback(store: stores.ScoreStore, since: datetime | None = None) -> pd.DataFrame:
     """Feedback on handoffs made at or after ``since``, with the handoff time."""
-    f, h = stores.feedback_table, stores.handoffs_table
+    f, h = schema.feedback_table, schema.handoffs_table
     query = sa.select(
         f.c.handoff_id, f.c.lead_id, f.c.outcome, f.c.reason_code, f.c.recorded_at, h.c.handed_off_at
     ).join(h, h.c.handoff_id == f.c.handoff_id)
