@@ -2,10 +2,11 @@
 
 Goal (issue 11): under 30 s.
 
-Setup (not timed): a simulated history large enough that ~100,000 leads are open at its end (generated once
-into ``--data``), a model trained with a small config on a separate 10,000-lead simulation, a drift reference
-rebuilt at 4 weekly dates, and a SQLite store with 12 weekly batches of every open lead (real point-in-time
-features and model outputs; grades A/B handed off) plus 2,000 feedback verdicts.
+Setup (not timed): a simulated history large enough that ~100,000 leads are open at its end (generated
+once into ``--data``), a model trained with a small config on a separate 10,000-lead simulation, a drift
+reference rebuilt at 4 weekly dates, and a SQLite store with 12 batches two weeks apart (the older half
+has matured 90-day labels) of every open lead (real point-in-time features and model outputs; some grade
+A/B leads handed off) plus 2,000 feedback verdicts.
 
 Timed, in a fresh child process (its peak RSS is the memory figure): what ``leadscore report --data`` does
 after loading the champion: load the history, gather every input (store, matured outcomes, sources,
@@ -81,7 +82,8 @@ def _setup(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     history = load_history(args.data).history
     end = history.span[1].floor("D")
-    dates = pd.DatetimeIndex([end - pd.Timedelta(days=7 * k) for k in range(args.batches - 1, -1, -1)])
+    every = args.every_days
+    dates = pd.DatetimeIndex([end - pd.Timedelta(days=every * k) for k in range(args.batches - 1, -1, -1)])
     reference = reference_from_history(history, model, dates[0] - pd.Timedelta(days=120), 4)
     policy = load_policy(None)
     store_url = f"sqlite:///{work / 'store.db'}"
@@ -176,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--leads", type=int, default=150_000, help="leads to simulate (~2/3 are open at the end)")
     parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument(
+        "--every-days", type=int, default=14, help="batch spacing (14: the older half has matured 90-day labels)"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
