@@ -548,6 +548,66 @@ def serve(
     )
 
 
+@app.command()
+def deploy(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Data directory the scheduled runs read (default: LEADSCORE_HOME/demo/data)."),
+    ] = None,
+    score_cron: Annotated[
+        str | None, typer.Option("--score-cron", help="Schedule of score-batch (cron, UTC). Default: 0 2 * * *.")
+    ] = None,
+    train_cron: Annotated[
+        str | None, typer.Option("--train-cron", help="Schedule of train (cron, UTC). Default: 0 3 * * 0.")
+    ] = None,
+    monitor_cron: Annotated[str | None, typer.Option("--monitor-cron", help="Schedule of monitor (cron, UTC).")] = None,
+    report_cron: Annotated[str | None, typer.Option("--report-cron", help="Schedule of report (cron, UTC).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Modelling config YAML, stored in the deployments (default: shipped defaults)."),
+    ] = None,
+    pool: Annotated[str, typer.Option("--pool", help="Prefect work pool (type process; created if missing).")] = (
+        "leadscore"
+    ),
+    serve_them: Annotated[
+        bool, typer.Option("--serve", help="Serve the deployments from this process instead (blocks; no worker).")
+    ] = False,
+) -> None:
+    """Create or update the scheduled Prefect deployments (score-batch, train, ...) on PREFECT_API_URL."""
+    from pipelines.deployments import DeploymentError, create_deployments, serve_deployments
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    data_dir = data or settings.home_dir / "demo" / "data"
+    crons = {"score-batch": score_cron, "train": train_cron, "monitor": monitor_cron, "report": report_cron}
+    try:
+        with user_errors():
+            if serve_them:
+                console.print("serving the leadscore deployments from this process (Ctrl-C to stop) ...")
+                serve_deployments(settings, data_dir, crons, config)
+                return
+            created = _run_with_status(
+                "creating deployments",
+                lambda: create_deployments(settings, data_dir, crons, config_path=config, work_pool=pool),
+            )
+    except DeploymentError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    table = Table(title=f"Prefect deployments (work pool '{pool}')")
+    for column in ("deployment", "schedule (UTC)", "data"):
+        table.add_column(column)
+    for item in created:
+        table.add_row(item.full_name, item.cron, str(item.parameters.get("data_dir", "-")))
+    console.print(table)
+    console.print(
+        "next: start a worker that runs them (keep it running, e.g. under systemd):\n"
+        f"  prefect worker start --pool {pool}\n"
+        "or, without a worker, serve them from one process: leadscore deploy --serve\n"
+        f"run one now: prefect deployment run '{created[0].full_name}'   (docs/operations.md)",
+        markup=False,
+    )
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -3,9 +3,13 @@
 Tasks that move big frames use ``NO_CACHE``: Prefect's default cache key hashes every input,
 which would serialise millions of rows for nothing. Only I/O tasks retry, and only on I/O errors
 (retrying a contract violation cannot help).
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: Prefect validates a flow's parameters against its
+annotations in the process that runs it, and a deployment run (worker or ``serve``) receives the flow
+by value (cloudpickle), which keeps only the globals the code uses. String annotations such as
+``"Path"`` then no longer resolve ("Score_Batch_FlowModel is not fully defined"); real annotation
+objects travel with the function. tests/pipelines/test_flow_parameters.py guards this.
+"""
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +24,7 @@ from features import single_snapshot, snapshots, validation
 from features.config import FeatureConfig
 from features.history import ProspectHistory
 from features.spec import FeatureSpec, read_feature_table, write_feature_table
+from features.validation import ValidationReport
 from models.config import TrainConfig
 from models.fit import training
 from models.fit.readiness import ReadinessModel
@@ -95,7 +100,7 @@ class BuildFeaturesSummary:
     positives: int
     quarantine_dir: Path
     quarantine_files: dict[str, Path] = field(default_factory=dict)
-    validation: validation.ValidationReport | None = None
+    validation: ValidationReport | None = None
 
 
 def default_quarantine_dir(out: Path) -> Path:
@@ -229,13 +234,14 @@ class TrainSummary:
 def train_flow(
     data_dir: Path,
     work_dir: Path,
-    config: ProjectConfig,
+    config: ProjectConfig | None,
     tracking_uri: str,
     artifact_root: Path | None = None,
     experiment: str = "leadscore",
     model_name: str = "leadscore",
 ) -> TrainSummary:
     """features -> split -> readiness (+ calibration), stage, baselines -> evaluate -> log + register -> promote."""
+    config = config or ProjectConfig()  # None (e.g. a scheduled deployment): the shipped defaults
     features_summary = build_features_flow(data_dir, work_dir / "features.parquet", config=config.features)
     frame, spec = read_features(features_summary.out)
     prep = split_snapshots(frame, spec, config.train)
@@ -260,8 +266,7 @@ def train_flow(
 
 # -- score-batch ------------------------------------------------------------------------------
 
-SCORE_BATCH_DEPLOYMENT = "score-batch-nightly"
-SCORE_BATCH_CRON = "0 2 * * *"  # every night at 02:00 (the Prefect server's time zone, UTC by default)
+# Schedules and deployments of these flows: pipelines/deployments.py (DEPLOYMENTS, leadscore deploy).
 
 
 @task(name="load_champion", **IO_TASK)
@@ -320,24 +325,3 @@ def score_batch_flow(
     result = load_history(data_dir)
     write_quarantine(result, data_dir / "quarantine")
     return score_and_write_batch(result.history, model, info, policy_path, store_url, as_of, out)
-
-
-def serve_score_batch(
-    parameters: dict[str, Any],
-    *,
-    name: str = SCORE_BATCH_DEPLOYMENT,
-    cron: str = SCORE_BATCH_CRON,
-) -> None:
-    """Serve the ``score-batch`` flow as a deployment on a nightly cron schedule (blocks until stopped).
-
-    ``parameters`` are the flow's arguments (``data_dir``, ``store_url``, ``tracking_uri`` ...). Needs a
-    Prefect API (``prefect server start`` or Prefect Cloud); see the README for ``prefect deploy`` usage.
-    """
-    score_batch_flow.serve(name=name, cron=cron, parameters=parameters)
-
-
-def score_batch_deployment(
-    parameters: dict[str, Any], *, name: str = SCORE_BATCH_DEPLOYMENT, cron: str = SCORE_BATCH_CRON
-) -> Any:
-    """The nightly ``score-batch`` deployment without serving it (for ``prefect.serve`` or inspection)."""
-    return score_batch_flow.to_deployment(name=name, cron=cron, parameters=parameters)
