@@ -215,8 +215,16 @@ def train(
     work_dir: Annotated[
         Path | None, typer.Option("--work-dir", help="Where the feature table goes (default LEADSCORE_HOME/work).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if a guardrail (no signal, feature set...) refuses.")
+    ] = False,
 ) -> None:
-    """Build features, train readiness + stage, evaluate against baselines, register in MLflow, promote."""
+    """Build features, train readiness + stage, evaluate against baselines, register in MLflow, promote.
+
+    Promotion runs under the guardrails (config ``promotion:``). Exits 1 when the model shows no signal or
+    its feature set differs from the champion's (unless --force); a challenger that is merely not good
+    enough keeps the champion and exits 0.
+    """
     from pipelines.config import load_config
     from pipelines.settings import get_settings
 
@@ -235,10 +243,22 @@ def train(
                 settings.artifact_root,
                 experiment=settings.experiment_name,
                 model_name=settings.model_name,
+                force=force,
             ),
         )
     _print_feature_summary(summary.features)
     _print_train_summary(summary, settings)
+    decision = summary.decision
+    if not decision.promoted and decision.guardrail in REFUSING_GUARDRAILS:
+        err_console.print(
+            f"[bold red]error:[/] version {decision.version} was registered but not promoted: "
+            f"{' '.join(decision.failures)}\n(leadscore train --force promotes it anyway)",
+        )
+        raise typer.Exit(code=1)
+
+
+#: Guardrails after which ``train`` exits non-zero: something is wrong with the data, not just the model.
+REFUSING_GUARDRAILS = ("no_signal", "feature_set")
 
 
 def _fmt(value: Any) -> str:
@@ -333,9 +353,12 @@ def models_promote(
         Path | None,
         typer.Option("--data", help="Data directory to rebuild the test snapshots from (compare on the same rows)."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Promote even if it does not beat the champion.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Promote even if a guardrail refuses.")] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Modelling config YAML (its promotion: guardrails).")
+    ] = None,
 ) -> None:
-    """Manual promotion, with the same comparison report as automatic promotion."""
+    """Manual promotion under the same guardrails and comparison report as automatic promotion."""
     evaluate = None
     if data is not None:
         from features.validation import load_history
@@ -343,8 +366,12 @@ def models_promote(
 
         with user_errors():
             evaluate = history_evaluator(load_history(data).history)
+    from pipelines.config import load_config
+
+    with user_errors():
+        policy = load_config(config).train.promotion
     with _registry() as registry:
-        decision = registry.promote(version, evaluate=evaluate, force=force)
+        decision = registry.promote(version, evaluate=evaluate, policy=policy, force=force)
     _print_decision(decision)
     if not decision.promoted:
         raise typer.Exit(code=1)

@@ -29,8 +29,9 @@ from models.config import TrainConfig
 from models.fit import training
 from models.fit.readiness import ReadinessModel
 from models.fit.stage import StageModel
+from models.package import promotion
 from models.package.registry import ModelRegistry, PromotionDecision
-from models.package.tracking import TrackingTarget, TrainingRun, configure_mlflow, log_training_result, result_evaluator
+from models.package.tracking import TrackingTarget, TrainingRun, configure_mlflow, log_training_result
 from pipelines.config import ProjectConfig
 
 
@@ -206,14 +207,26 @@ def log_and_register(
 
 @task(name="promote_model", cache_policy=NO_CACHE)
 def promote_model(
-    target: TrackingTarget, run: TrainingRun, result: training.TrainingResult, model_name: str
+    target: TrackingTarget,
+    run: TrainingRun,
+    result: training.TrainingResult,
+    model_name: str,
+    data_dir: Path,
+    force: bool = False,
 ) -> PromotionDecision:
+    """Guardrails (no signal, feature set, >= min_relative x champion, > best baseline), then promotion."""
     registry = ModelRegistry(target.client(), model_name, primary_metric=result.config.primary_metric)
+    signal = promotion.training_signal(result)
+    registry.record_signal(run.version, signal)
     return registry.promote_if_better(
         run.version,
         primary_metric=result.config.primary_metric,
-        margin=result.config.promotion_margin,
-        evaluate=result_evaluator(result),
+        evaluate=promotion.current_data_evaluator(result, lambda: validation.load_history(data_dir).history),
+        policy=result.config.promotion,
+        signal=signal,
+        baselines=promotion.training_baselines(result),
+        candidate_features=list(result.spec.features),
+        force=force,
     )
 
 
@@ -239,8 +252,13 @@ def train_flow(
     artifact_root: Path | None = None,
     experiment: str = "leadscore",
     model_name: str = "leadscore",
+    force: bool = False,
 ) -> TrainSummary:
-    """features -> split -> readiness (+ calibration), stage, baselines -> evaluate -> log + register -> promote."""
+    """features -> split -> readiness (+ calibration), stage, baselines -> evaluate -> log + register -> promote.
+
+    Promotion runs under the guardrails (``promotion:`` in the config); ``force`` promotes despite them.
+    The summary's ``decision.guardrail`` names the one that kept the champion (None when promoted).
+    """
     config = config or ProjectConfig()  # None (e.g. a scheduled deployment): the shipped defaults
     features_summary = build_features_flow(data_dir, work_dir / "features.parquet", config=config.features)
     frame, spec = read_features(features_summary.out)
@@ -252,7 +270,7 @@ def train_flow(
     result = evaluate_models(prep, readiness, stage, baselines)
     target = connect_tracking(tracking_uri, artifact_root)
     run = log_and_register(target, result, experiment, model_name, data_dir)
-    decision = promote_model(target, run, result, model_name)
+    decision = promote_model(target, run, result, model_name, data_dir, force)
     return TrainSummary(
         features=features_summary,
         metrics=result.readiness_metrics,
