@@ -296,6 +296,27 @@ class MonitoringConfig(_Strict):
     )
 
 
+class NoSignalConfig(_Strict):
+    """A model is never promoted when its test predictions show no signal (see models/judge/guardrails.py)."""
+
+    enabled: bool = True
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="ROC AUC bootstrap interval level")
+    n_bootstrap: int = Field(default=1000, ge=100, description="bootstrap resamples of the test snapshots")
+    min_pr_auc_lift: float = Field(
+        default=0.1, ge=0, description="PR AUC must reach base rate x (1 + this) on the test snapshots"
+    )
+
+
+class PromotionConfig(_Strict):
+    """When a challenger replaces the champion (compared on the same, newest test snapshots)."""
+
+    min_relative: float = Field(
+        default=0.95, gt=0, le=1, description="challenger must reach this fraction of the champion's primary metric"
+    )
+    beat_best_baseline: bool = Field(default=True, description="... and beat the best baseline on it")
+    no_signal: NoSignalConfig = Field(default_factory=NoSignalConfig)
+
+
 class TrainConfig(_Strict):
     """Everything that controls a training run (YAML section ``train``)."""
 
@@ -311,8 +332,18 @@ class TrainConfig(_Strict):
     leakage: LeakageConfig = Field(default_factory=LeakageConfig)
     min_class_count: int = Field(default=40, ge=1, description="converted and non-converted train snapshots needed")
     primary_metric: str = "pr_auc"
-    promotion_margin: float = Field(default=0.0, ge=0, description="challenger must beat champion by this much")
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "promotion_margin" in raw:
+            raise ValueError(
+                "promotion_margin was replaced by promotion.min_relative (the challenger must reach that fraction "
+                "of the champion's primary metric, default 0.95): remove promotion_margin"
+            )
+        return raw
 
     @field_validator("version")
     @classmethod

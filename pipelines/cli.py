@@ -237,8 +237,16 @@ def train(
     work_dir: Annotated[
         Path | None, typer.Option("--work-dir", help="Where the feature table goes (default LEADSCORE_HOME/work).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if a guardrail (no signal, feature set...) refuses.")
+    ] = False,
 ) -> None:
-    """Build features, train readiness + stage, evaluate against baselines, register in MLflow, promote."""
+    """Build features, train readiness + stage, evaluate against baselines, register in MLflow, promote.
+
+    Promotion runs under the guardrails (config ``promotion:``). Exits 1 when the model shows no signal or
+    its feature set differs from the champion's (unless --force); a challenger that is merely not good
+    enough keeps the champion and exits 0.
+    """
     from pipelines.config import load_config
     from pipelines.settings import get_settings
 
@@ -257,10 +265,22 @@ def train(
                 settings.artifact_root,
                 experiment=settings.experiment_name,
                 model_name=settings.model_name,
+                force=force,
             ),
         )
     _print_feature_summary(summary.features)
     _print_train_summary(summary, settings)
+    decision = summary.decision
+    if not decision.promoted and decision.guardrail in REFUSING_GUARDRAILS:
+        err_console.print(
+            f"[bold red]error:[/] version {decision.version} was registered but not promoted: "
+            f"{' '.join(decision.failures)}\n(leadscore train --force promotes it anyway)",
+        )
+        raise typer.Exit(code=1)
+
+
+#: Guardrails after which ``train`` exits non-zero: something is wrong with the data, not just the model.
+REFUSING_GUARDRAILS = ("no_signal", "feature_set")
 
 
 def _fmt(value: Any) -> str:
@@ -355,9 +375,12 @@ def models_promote(
         Path | None,
         typer.Option("--data", help="Data directory to rebuild the test snapshots from (compare on the same rows)."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Promote even if it does not beat the champion.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Promote even if a guardrail refuses.")] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Modelling config YAML (its promotion: guardrails).")
+    ] = None,
 ) -> None:
-    """Manual promotion, with the same comparison report as automatic promotion."""
+    """Manual promotion under the same guardrails and comparison report as automatic promotion."""
     evaluate = None
     if data is not None:
         from features.validation import load_history
@@ -365,8 +388,12 @@ def models_promote(
 
         with user_errors():
             evaluate = history_evaluator(load_history(data).history)
+    from pipelines.config import load_config
+
+    with user_errors():
+        policy = load_config(config).train.promotion
     with _registry() as registry:
-        decision = registry.promote(version, evaluate=evaluate, force=force)
+        decision = registry.promote(version, evaluate=evaluate, policy=policy, force=force)
     _print_decision(decision)
     if not decision.promoted:
         raise typer.Exit(code=1)
@@ -806,6 +833,66 @@ def serve(
         http=http,
         loop=loop,
         timeout_keep_alive=75,
+    )
+
+
+@app.command()
+def deploy(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Data directory the scheduled runs read (default: LEADSCORE_HOME/demo/data)."),
+    ] = None,
+    score_cron: Annotated[
+        str | None, typer.Option("--score-cron", help="Schedule of score-batch (cron, UTC). Default: 0 2 * * *.")
+    ] = None,
+    train_cron: Annotated[
+        str | None, typer.Option("--train-cron", help="Schedule of train (cron, UTC). Default: 0 3 * * 0.")
+    ] = None,
+    monitor_cron: Annotated[str | None, typer.Option("--monitor-cron", help="Schedule of monitor (cron, UTC).")] = None,
+    report_cron: Annotated[str | None, typer.Option("--report-cron", help="Schedule of report (cron, UTC).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Modelling config YAML, stored in the deployments (default: shipped defaults)."),
+    ] = None,
+    pool: Annotated[str, typer.Option("--pool", help="Prefect work pool (type process; created if missing).")] = (
+        "leadscore"
+    ),
+    serve_them: Annotated[
+        bool, typer.Option("--serve", help="Serve the deployments from this process instead (blocks; no worker).")
+    ] = False,
+) -> None:
+    """Create or update the scheduled Prefect deployments (score-batch, train, ...) on PREFECT_API_URL."""
+    from pipelines.deployments import DeploymentError, create_deployments, serve_deployments
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    data_dir = data or settings.home_dir / "demo" / "data"
+    crons = {"score-batch": score_cron, "train": train_cron, "monitor": monitor_cron, "report": report_cron}
+    try:
+        with user_errors():
+            if serve_them:
+                console.print("serving the leadscore deployments from this process (Ctrl-C to stop) ...")
+                serve_deployments(settings, data_dir, crons, config)
+                return
+            created = _run_with_status(
+                "creating deployments",
+                lambda: create_deployments(settings, data_dir, crons, config_path=config, work_pool=pool),
+            )
+    except DeploymentError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    table = Table(title=f"Prefect deployments (work pool '{pool}')")
+    for column in ("deployment", "schedule (UTC)", "data"):
+        table.add_column(column)
+    for item in created:
+        table.add_row(item.full_name, item.cron, str(item.parameters.get("data_dir", "-")))
+    console.print(table)
+    console.print(
+        "next: start a worker that runs them (keep it running, e.g. under systemd):\n"
+        f"  prefect worker start --pool {pool}\n"
+        "or, without a worker, serve them from one process: leadscore deploy --serve\n"
+        f"run one now: prefect deployment run '{created[0].full_name}'   (docs/operations.md)",
+        markup=False,
     )
 
 

@@ -3,9 +3,13 @@
 Tasks that move big frames use ``NO_CACHE``: Prefect's default cache key hashes every input,
 which would serialise millions of rows for nothing. Only I/O tasks retry, and only on I/O errors
 (retrying a contract violation cannot help).
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: Prefect validates a flow's parameters against its
+annotations in the process that runs it, and a deployment run (worker or ``serve``) receives the flow
+by value (cloudpickle), which keeps only the globals the code uses. String annotations such as
+``"Path"`` then no longer resolve ("Score_Batch_FlowModel is not fully defined"); real annotation
+objects travel with the function. tests/pipelines/test_flow_parameters.py guards this.
+"""
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +24,14 @@ from features import single_snapshot, snapshots, validation
 from features.config import FeatureConfig
 from features.history import ProspectHistory
 from features.spec import FeatureSpec, read_feature_table, write_feature_table
+from features.validation import ValidationReport
 from models.config import TrainConfig
 from models.fit import training
 from models.fit.readiness import ReadinessModel
 from models.fit.stage import StageModel
+from models.package import promotion
 from models.package.registry import ModelRegistry, PromotionDecision
-from models.package.tracking import TrackingTarget, TrainingRun, configure_mlflow, log_training_result, result_evaluator
+from models.package.tracking import TrackingTarget, TrainingRun, configure_mlflow, log_training_result
 from pipelines.config import ProjectConfig
 
 
@@ -95,7 +101,7 @@ class BuildFeaturesSummary:
     positives: int
     quarantine_dir: Path
     quarantine_files: dict[str, Path] = field(default_factory=dict)
-    validation: validation.ValidationReport | None = None
+    validation: ValidationReport | None = None
 
 
 def default_quarantine_dir(out: Path) -> Path:
@@ -201,14 +207,26 @@ def log_and_register(
 
 @task(name="promote_model", cache_policy=NO_CACHE)
 def promote_model(
-    target: TrackingTarget, run: TrainingRun, result: training.TrainingResult, model_name: str
+    target: TrackingTarget,
+    run: TrainingRun,
+    result: training.TrainingResult,
+    model_name: str,
+    data_dir: Path,
+    force: bool = False,
 ) -> PromotionDecision:
+    """Guardrails (no signal, feature set, >= min_relative x champion, > best baseline), then promotion."""
     registry = ModelRegistry(target.client(), model_name, primary_metric=result.config.primary_metric)
+    signal = promotion.training_signal(result)
+    registry.record_signal(run.version, signal)
     return registry.promote_if_better(
         run.version,
         primary_metric=result.config.primary_metric,
-        margin=result.config.promotion_margin,
-        evaluate=result_evaluator(result),
+        evaluate=promotion.current_data_evaluator(result, lambda: validation.load_history(data_dir).history),
+        policy=result.config.promotion,
+        signal=signal,
+        baselines=promotion.training_baselines(result),
+        candidate_features=list(result.spec.features),
+        force=force,
     )
 
 
@@ -229,13 +247,19 @@ class TrainSummary:
 def train_flow(
     data_dir: Path,
     work_dir: Path,
-    config: ProjectConfig,
+    config: ProjectConfig | None,
     tracking_uri: str,
     artifact_root: Path | None = None,
     experiment: str = "leadscore",
     model_name: str = "leadscore",
+    force: bool = False,
 ) -> TrainSummary:
-    """features -> split -> readiness (+ calibration), stage, baselines -> evaluate -> log + register -> promote."""
+    """features -> split -> readiness (+ calibration), stage, baselines -> evaluate -> log + register -> promote.
+
+    Promotion runs under the guardrails (``promotion:`` in the config); ``force`` promotes despite them.
+    The summary's ``decision.guardrail`` names the one that kept the champion (None when promoted).
+    """
+    config = config or ProjectConfig()  # None (e.g. a scheduled deployment): the shipped defaults
     features_summary = build_features_flow(data_dir, work_dir / "features.parquet", config=config.features)
     frame, spec = read_features(features_summary.out)
     prep = split_snapshots(frame, spec, config.train)
@@ -246,7 +270,7 @@ def train_flow(
     result = evaluate_models(prep, readiness, stage, baselines)
     target = connect_tracking(tracking_uri, artifact_root)
     run = log_and_register(target, result, experiment, model_name, data_dir)
-    decision = promote_model(target, run, result, model_name)
+    decision = promote_model(target, run, result, model_name, data_dir, force)
     return TrainSummary(
         features=features_summary,
         metrics=result.readiness_metrics,
@@ -260,8 +284,7 @@ def train_flow(
 
 # -- score-batch ------------------------------------------------------------------------------
 
-SCORE_BATCH_DEPLOYMENT = "score-batch-nightly"
-SCORE_BATCH_CRON = "0 2 * * *"  # every night at 02:00 (the Prefect server's time zone, UTC by default)
+# Schedules and deployments of these flows: pipelines/deployments.py (DEPLOYMENTS, leadscore deploy).
 
 
 @task(name="load_champion", **IO_TASK)
@@ -351,27 +374,6 @@ def score_batch_flow(
     summary = cast(Any, score_and_write_batch(result.history, model, info, policy_path, store_url, as_of, out))
     summary.backfilled = filled
     return summary
-
-
-def serve_score_batch(
-    parameters: dict[str, Any],
-    *,
-    name: str = SCORE_BATCH_DEPLOYMENT,
-    cron: str = SCORE_BATCH_CRON,
-) -> None:
-    """Serve the ``score-batch`` flow as a deployment on a nightly cron schedule (blocks until stopped).
-
-    ``parameters`` are the flow's arguments (``data_dir``, ``store_url``, ``tracking_uri`` ...). Needs a
-    Prefect API (``prefect server start`` or Prefect Cloud); see the README for ``prefect deploy`` usage.
-    """
-    score_batch_flow.serve(name=name, cron=cron, parameters=parameters)
-
-
-def score_batch_deployment(
-    parameters: dict[str, Any], *, name: str = SCORE_BATCH_DEPLOYMENT, cron: str = SCORE_BATCH_CRON
-) -> Any:
-    """The nightly ``score-batch`` deployment without serving it (for ``prefect.serve`` or inspection)."""
-    return score_batch_flow.to_deployment(name=name, cron=cron, parameters=parameters)
 
 
 # -- monitor ----------------------------------------------------------------------------------

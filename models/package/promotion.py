@@ -60,3 +60,50 @@ def history_evaluator(history: ProspectHistory) -> Evaluator:
         return readiness_metrics(matched[READINESS_TARGET].to_numpy(), proba)
 
     return evaluate
+
+
+def training_signal(result: Any) -> Any:
+    """The no-signal check (:func:`models.judge.guardrails.check_signal`) of a training result's test snapshots."""
+    from models.judge.guardrails import check_signal
+
+    cfg = result.config.promotion.no_signal
+    test = result.test_frame
+    proba = predict_readiness_of(result.readiness_model, test)
+    pr_auc = float(result.readiness_metrics["leadscore"]["pr_auc"])
+    return check_signal(
+        test[READINESS_TARGET].to_numpy(),
+        proba,
+        pr_auc,
+        confidence=cfg.confidence,
+        n_bootstrap=cfg.n_bootstrap,
+        min_pr_auc_lift=cfg.min_pr_auc_lift,
+        seed=result.config.seed,
+    )
+
+
+def training_baselines(result: Any) -> dict[str, dict[str, float]]:
+    """The baselines' test metrics of a training result (same rows as the challenger's)."""
+    own = {"leadscore", "leadscore_uncalibrated"}
+    return {name: dict(values) for name, values in result.readiness_metrics.items() if name not in own}
+
+
+def current_data_evaluator(result: Any, history_loader: Callable[[], ProspectHistory]) -> Evaluator:
+    """Score the champion on the challenger's (newest) test snapshots, built from the current data.
+
+    When the champion uses the challenger's feature settings, its features on those rows are exactly the
+    challenger's test frame (reused); otherwise they are rebuilt from ``history_loader()`` with the
+    champion's own settings (:func:`history_evaluator`).
+    """
+    from models.package.tracking import result_evaluator
+
+    same = result_evaluator(result)
+    rebuilt: list[Evaluator] = []
+
+    def evaluate(model: Any, rows: pd.DataFrame) -> Mapping[str, float]:
+        if feature_config_of(model) == feature_config_of(result.model):
+            return same(model, rows)
+        if not rebuilt:
+            rebuilt.append(history_evaluator(history_loader()))
+        return rebuilt[0](model, rows)
+
+    return evaluate

@@ -17,9 +17,8 @@ Every promotion decision is logged on the candidate's run (``promotion/decision-
 from __future__ import annotations
 
 import json
-import math
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,9 +28,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from models.config import METRIC_DIRECTION
+from models.config import METRIC_DIRECTION, PromotionConfig
+from models.judge.guardrails import SignalCheck, compare_with_baselines, compare_with_champion, feature_set_change
 from models.package.bundle import load_scoring_model, model_metrics
-from models.package.tracking import CHALLENGER_ALIAS, CHAMPION_ALIAS, TEST_ROWS_ARTIFACT
+from models.package.tracking import BASELINE_PREFIX, CHALLENGER_ALIAS, CHAMPION_ALIAS, TEST_ROWS_ARTIFACT
 from models.package.uris import redact_uri
 
 HISTORY_TAG = "leadscore.champion_history"
@@ -91,12 +91,17 @@ class PromotionDecision:
     challenger_metrics: dict[str, float]
     champion_metrics: dict[str, float] | None
     delta: float | None
-    margin: float
+    min_relative: float
     promoted: bool
     forced: bool
     same_rows: bool
     reason: str
     decided_at: str
+    #: The first guardrail that failed (``no_signal``, ``feature_set``, ``champion``, ``baseline``), or None.
+    guardrail: str | None = None
+    failures: list[str] = field(default_factory=list)
+    #: The no-signal check (:class:`models.judge.guardrails.SignalCheck` as a dict), when known.
+    signal: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -273,50 +278,101 @@ class ModelRegistry:
         version: int | str | None = None,
         *,
         primary_metric: str | None = None,
-        margin: float = 0.0,
         evaluate: Evaluator | None = None,
+        policy: PromotionConfig | None = None,
+        signal: SignalCheck | None = None,
+        baselines: Mapping[str, Mapping[str, float]] | None = None,
+        candidate_features: Sequence[str] | None = None,
+        force: bool = False,
     ) -> PromotionDecision:
-        """Make ``version`` (default: the challenger) champion if it beats the champion by > margin.
+        """Make ``version`` (default: the challenger) champion if it passes every guardrail.
 
-        The champion is re-evaluated with ``evaluate`` on the candidate's own test rows, so
-        both metric sets describe the same snapshots. The first model becomes champion.
+        The champion is re-evaluated with ``evaluate`` on the candidate's own test rows, so both metric
+        sets describe the same snapshots. ``signal`` and ``baselines`` default to what the candidate's run
+        logged; ``candidate_features`` to the candidate model's feature spec. See :meth:`_decide`.
 
         Raises:
             RegistryError: Unknown version, no challenger, or a champion exists and no
                 ``evaluate`` was given.
         """
-        return self._decide(version, primary_metric, margin, evaluate, manual=False, force=False)
+        return self._decide(
+            version,
+            primary_metric,
+            evaluate,
+            policy or PromotionConfig(),
+            signal=signal,
+            baselines=baselines,
+            candidate_features=candidate_features,
+            manual=False,
+            force=force,
+        )
 
     def promote(
         self,
         version: int | str,
         *,
         primary_metric: str | None = None,
-        margin: float = 0.0,
         evaluate: Evaluator | None = None,
+        policy: PromotionConfig | None = None,
         force: bool = False,
     ) -> PromotionDecision:
-        """Manual promotion with the same comparison report.
+        """Manual promotion under the same guardrails, with the same comparison report.
 
         Without ``evaluate`` the champion's logged metrics (from its own test set) are compared
-        and the report says so. A version that does not beat the champion is promoted only with
-        ``force``.
+        and the report says so. A version that fails a guardrail is promoted only with ``force``.
         """
-        return self._decide(version, primary_metric, margin, evaluate, manual=True, force=force)
+        return self._decide(version, primary_metric, evaluate, policy or PromotionConfig(), manual=True, force=force)
+
+    def logged_signal(self, version: int | str) -> SignalCheck | None:
+        """The no-signal check logged on a version's training run (None if it has none)."""
+        mv = self._version(version)
+        return SignalCheck.from_metrics(self._all_run_metrics(mv.run_id))
+
+    def record_signal(self, version: int | str, check: SignalCheck) -> None:
+        """Log a no-signal check on a version's training run (``guardrail.*`` metrics)."""
+        mv = self._version(version)
+        if not mv.run_id:
+            return
+        from mlflow.entities import Metric
+
+        now = int(datetime.now(UTC).timestamp() * 1000)
+        self.client.log_batch(mv.run_id, metrics=[Metric(k, v, now, 0) for k, v in check.to_metrics().items()])
+
+    def _all_run_metrics(self, run_id: str | None) -> dict[str, float]:
+        if not run_id:
+            return {}
+        try:
+            return {k: float(v) for k, v in self.client.get_run(run_id).data.metrics.items()}
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise
 
     def _decide(
         self,
         version: int | str | None,
         primary_metric: str | None,
-        margin: float,
         evaluate: Evaluator | None,
+        policy: PromotionConfig,
         *,
+        signal: SignalCheck | None = None,
+        baselines: Mapping[str, Mapping[str, float]] | None = None,
+        candidate_features: Sequence[str] | None = None,
         manual: bool,
         force: bool,
     ) -> PromotionDecision:
+        """Apply the guardrails, in this order of reporting:
+
+        1. no signal (:func:`models.judge.guardrails.check_signal`, logged on the run): never promoted,
+           the first model included;
+        2. feature set differs from the champion's (another data set under the same name): reported with
+           the fix, the champion is not scored;
+        3. challenger >= ``policy.min_relative`` x champion on the primary metric, on the same rows;
+        4. challenger beats the best baseline (``policy.beat_best_baseline``; needs a champion to replace).
+
+        ``force`` promotes anyway (recorded as forced).
+        """
         metric = primary_metric or self.primary_metric
-        if not math.isfinite(margin) or margin < 0:
-            raise ValueError(f"margin must be a finite number >= 0, got {margin}")
         if metric not in METRIC_DIRECTION:
             raise RegistryError(
                 f"cannot promote on '{metric}': direction unknown (choose one of {', '.join(sorted(METRIC_DIRECTION))})"
@@ -329,22 +385,16 @@ class ModelRegistry:
         else:
             mv = self._version(version)
         candidate = int(mv.version)
-        challenger_metrics = self._run_metrics(mv.run_id)
+        run_metrics = self._all_run_metrics(mv.run_id)
+        challenger_metrics = model_metrics(run_metrics)
         if metric not in challenger_metrics:
             raise RegistryError(
                 f"model '{self.name}' version {candidate} has no metric '{metric}' "
                 f"(has: {', '.join(sorted(challenger_metrics)) or 'none'})"
             )
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         champion = self._by_alias(CHAMPION_ALIAS)
-        champion_version: int | None = None
-        champion_metrics: dict[str, float] | None = None
-        delta: float | None = None
-        forced = False
-        same_rows = True
-        if champion is None:
-            promoted = True
-            reason = "no champion yet: the first model becomes champion"
-        elif int(champion.version) == candidate:
+        if champion is not None and int(champion.version) == candidate:
             # Nothing changes, so nothing is recorded.
             return PromotionDecision(
                 name=self.name,
@@ -355,45 +405,101 @@ class ModelRegistry:
                 challenger_metrics=challenger_metrics,
                 champion_metrics=challenger_metrics,
                 delta=0.0,
-                margin=float(margin),
+                min_relative=policy.min_relative,
                 promoted=False,
                 forced=False,
                 same_rows=True,
                 reason=f"version {candidate} is already the champion",
-                decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                decided_at=now,
             )
+        value = challenger_metrics[metric]
+        failed: list[tuple[str, str]] = []  # (guardrail, why), in reporting order
+        passed: list[str] = []
+
+        # 1. no signal
+        check = signal or SignalCheck.from_metrics(run_metrics)
+        if policy.no_signal.enabled:
+            if check is None:
+                failed.append(
+                    (
+                        "no_signal",
+                        f"version {candidate} has no logged no-signal check (trained before the guardrail "
+                        "existed): retrain it, or promote with --force",
+                    )
+                )
+            elif not check.passed:
+                failed.append(("no_signal", check.message()))
+            else:
+                passed.append(check.message())
+
+        champion_version: int | None = None
+        champion_metrics: dict[str, float] | None = None
+        delta: float | None = None
+        same_rows = True
+        if champion is None:
+            passed.append("no champion yet: the first model becomes champion")
         else:
             champion_version = int(champion.version)
-            if evaluate is not None:
-                champion_model = self.load(champion_version)
-                rows = self.test_rows(candidate)
-                champion_metrics = {k: float(v) for k, v in evaluate(champion_model, rows).items()}
-            elif manual:
-                champion_metrics = self._run_metrics(champion.run_id)
-                same_rows = False
+            champion_model = self.load(champion_version)
+            # 2. feature set
+            change = None
+            champion_spec = getattr(champion_model, "spec", None)
+            if champion_spec is not None:
+                if candidate_features is None:
+                    candidate_spec = getattr(self.load(candidate), "spec", None)
+                    candidate_features = list(candidate_spec.features) if candidate_spec is not None else None
+                if candidate_features is not None:
+                    change = feature_set_change(candidate_features, list(champion_spec.features))
+            if change is not None:
+                failed.append(("feature_set", change.message(self.name, candidate, champion_version)))
             else:
-                raise RegistryError(
-                    "promote_if_better needs an evaluator to score the champion "
-                    f"(version {champion_version}) on the challenger's test rows"
+                # 3. champion on the same rows
+                if evaluate is not None:
+                    rows = self.test_rows(candidate)
+                    champion_metrics = {k: float(v) for k, v in evaluate(champion_model, rows).items()}
+                elif manual:
+                    champion_metrics = self._run_metrics(champion.run_id)
+                    same_rows = False
+                else:
+                    raise RegistryError(
+                        "promote_if_better needs an evaluator to score the champion "
+                        f"(version {champion_version}) on the challenger's test rows"
+                    )
+                if metric not in champion_metrics:
+                    raise RegistryError(f"champion version {champion_version} has no metric '{metric}' to compare")
+                other = champion_metrics[metric]
+                delta = float(value - other if higher else other - value)
+                comparison = compare_with_champion(
+                    value,
+                    other,
+                    metric=metric,
+                    higher_is_better=higher,
+                    min_relative=policy.min_relative,
+                    champion_version=champion_version,
                 )
-            if metric not in champion_metrics:
-                raise RegistryError(f"champion version {champion_version} has no metric '{metric}' to compare")
-            value, other = challenger_metrics[metric], champion_metrics[metric]
-            delta = float(value - other if higher else other - value)
-            beats = bool(delta > margin)
-            basis = "on the same test rows" if same_rows else "on logged metrics from different test sets"
-            comparison = (
-                f"{metric} {value:.4f} vs champion v{champion_version} {other:.4f} {basis}: "
-                f"improvement {delta:+.4f} {'>' if beats else '<='} margin {margin:g}"
-            )
-            promoted = beats or force
-            forced = force and not beats
-            if beats:
-                reason = f"promoted: {comparison}"
-            elif force:
-                reason = f"forced promotion: {comparison}"
-            else:
-                reason = f"not promoted: {comparison}"
+                text = (
+                    comparison.text
+                    if same_rows
+                    else comparison.text.replace("on the same rows", "on logged metrics from different test sets")
+                )
+                (passed.append(text) if comparison.passed else failed.append(("champion", text)))
+            # 4. best baseline
+            if policy.beat_best_baseline:
+                logged = baselines if baselines is not None else _baseline_metrics(run_metrics)
+                versus = compare_with_baselines(value, logged, metric=metric, higher_is_better=higher)
+                if versus is not None:
+                    (passed.append(versus.text) if versus.passed else failed.append(("baseline", versus.text)))
+
+        guardrail = failed[0][0] if failed else None
+        promoted = not failed or force
+        forced = force and bool(failed)
+        details = "; ".join([why for _, why in failed] + passed)
+        if not failed:
+            reason = f"promoted: {details}"
+        elif force:
+            reason = f"forced promotion despite the {guardrail} guardrail: {details}"
+        else:
+            reason = f"not promoted ({guardrail} guardrail): {details}"
         decision = PromotionDecision(
             name=self.name,
             version=candidate,
@@ -403,12 +509,15 @@ class ModelRegistry:
             challenger_metrics=challenger_metrics,
             champion_metrics=champion_metrics,
             delta=delta,
-            margin=float(margin),
+            min_relative=policy.min_relative,
             promoted=promoted,
             forced=forced,
             same_rows=same_rows,
             reason=reason,
-            decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            decided_at=now,
+            guardrail=guardrail,
+            failures=[why for _, why in failed],
+            signal=asdict(check) if check is not None else None,
         )
         if decision.promoted:
             self._set_champion(candidate)
@@ -431,14 +540,17 @@ class ModelRegistry:
         outcome = "forced" if decision.forced else ("promoted" if decision.promoted else "rejected")
         version = str(mv.version)
         self.client.set_model_version_tag(self.name, version, DECISION_TAG, outcome)
-        self.client.set_model_version_tag(self.name, version, f"{DECISION_TAG}.reason", decision.reason)
+        self.client.set_model_version_tag(self.name, version, f"{DECISION_TAG}.reason", decision.reason[:5000])
         self.client.set_model_version_tag(self.name, version, f"{DECISION_TAG}.at", decision.decided_at)
         if not mv.run_id:
             return
         # Microseconds keep repeated decisions on one run apart (decided_at is to the second).
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         self.client.log_dict(mv.run_id, decision.to_dict(), f"promotion/decision-{stamp}.json")
-        values: dict[str, float] = {"promotion.promoted": float(decision.promoted), "promotion.margin": decision.margin}
+        values: dict[str, float] = {
+            "promotion.promoted": float(decision.promoted),
+            "promotion.min_relative": decision.min_relative,
+        }
         if decision.delta is not None:
             values["promotion.delta"] = decision.delta
         for key, metric_value in (decision.champion_metrics or {}).items():
@@ -447,7 +559,9 @@ class ModelRegistry:
 
         now = int(datetime.now(UTC).timestamp() * 1000)
         self.client.log_batch(mv.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
-        run_tags = {DECISION_TAG: outcome, f"{DECISION_TAG}.reason": decision.reason}
+        run_tags = {DECISION_TAG: outcome, f"{DECISION_TAG}.reason": decision.reason[:5000]}
+        if decision.guardrail is not None:
+            run_tags[f"{DECISION_TAG}.guardrail"] = decision.guardrail
         if decision.champion_version is not None:
             run_tags[f"{DECISION_TAG}.compared_to"] = str(decision.champion_version)
         for key, tag in run_tags.items():
@@ -482,6 +596,16 @@ class ModelRegistry:
             self.name, str(current_version), f"{DECISION_TAG}.reason", f"rolled back to version {target} at {stamp}"
         )
         return RollbackResult(name=self.name, from_version=current_version, to_version=target)
+
+
+def _baseline_metrics(run_metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """``baseline_<name>.<metric>`` run metrics as ``{name: {metric: value}}``."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in run_metrics.items():
+        if key.startswith(BASELINE_PREFIX) and "." in key:
+            name, _, metric = key[len(BASELINE_PREFIX) :].partition(".")
+            out.setdefault(name, {})[metric] = float(value)
+    return out
 
 
 def _display(client: MlflowClient) -> str:

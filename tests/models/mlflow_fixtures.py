@@ -192,9 +192,13 @@ def log_toy_run(
     lineage: DataLineage | None = None,
     **kwargs: Any,
 ) -> TrainingRun:
-    """Log a training run of ``model`` with its test metrics, as the train flow does."""
-    metrics = readiness_scores(data.test["converted"].to_numpy(), model.predict_readiness(data.test))
+    """Log a training run of ``model`` with its test metrics and no-signal check, as the train flow does."""
+    from models.judge.guardrails import check_signal
+
+    y, proba = data.test["converted"].to_numpy(), model.predict_readiness(data.test)
+    metrics = readiness_scores(y, proba)
     kwargs.setdefault("test_rows", data.test_rows)
+    kwargs.setdefault("extra_metrics", check_signal(y, proba, metrics["pr_auc"], n_bootstrap=200).to_metrics())
     return log_training_run(
         target,
         experiment=experiment,

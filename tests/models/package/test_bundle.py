@@ -240,16 +240,27 @@ def test_real_model_round_trip(mlflow_target: TrackingTarget, real_logged) -> No
 
 def test_real_model_champion_is_re_evaluated_on_the_same_rows(mlflow_target: TrackingTarget, real_logged) -> None:
     run, result = real_logged
+    from models.package.promotion import training_signal
+
     registry = ModelRegistry(mlflow_target.client(), run.registered_model_name)
-    assert registry.promote_if_better(run.version).promoted
+    signal = training_signal(result)
+    assert registry.promote_if_better(run.version, signal=signal).promoted
     again = log_training_result(
         mlflow_target, result, experiment="leadscore-real", registered_model_name=run.registered_model_name
     )
-    decision = registry.promote_if_better(again.version, evaluate=result_evaluator(result))
-    # The same model on the same rows: the re-evaluated champion matches the logged metrics exactly.
+    decision = registry.promote_if_better(again.version, evaluate=result_evaluator(result), signal=signal)
+    # The same model on the same rows: the re-evaluated champion matches the logged metrics exactly,
+    # so the (equally good, fresher) challenger meets min_relative x champion; it is promoted only if it
+    # also beats the best baseline on the same rows.
     assert decision.champion_metrics == pytest.approx(result.readiness_metrics[LEADSCORE])
     assert decision.delta == pytest.approx(0.0, abs=1e-12)
-    assert not decision.promoted
+    assert "meets >= 0.95 x" in decision.reason
+    own = result.readiness_metrics[LEADSCORE]["pr_auc"]
+    best_baseline = max(
+        m["pr_auc"] for name, m in result.readiness_metrics.items() if name.startswith(("logistic", "hist"))
+    )
+    assert decision.promoted == (own > best_baseline), decision.reason
+    assert decision.guardrail == (None if own > best_baseline else "baseline")
     rows = registry.test_rows(again.version).head(3).copy()
     rows.loc[0, "lead_id"] = "unknown-lead"
     with pytest.raises(ValueError, match="1 of 3 test rows are not in this training result"):

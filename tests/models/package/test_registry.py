@@ -6,6 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from features.spec import FeatureSpec
+from models.config import PromotionConfig
 from models.package.registry import HISTORY_TAG, ModelRegistry, RegistryError
 from models.package.tracking import CHALLENGER_ALIAS, CHAMPION_ALIAS, TrackingTarget
 from tests.models import mlflow_fixtures
@@ -104,35 +106,98 @@ def test_worse_challenger_is_not_promoted_and_both_metrics_are_recorded(
     assert set(table) == set(expected_challenger)
 
 
-def test_better_challenger_is_promoted_and_margin_is_respected(
+def test_challenger_within_min_relative_of_the_champion_is_promoted(
+    mlflow_target: TrackingTarget, toy_data: ToyData, models, registry: ModelRegistry
+) -> None:
+    log(mlflow_target, toy_data, models["best"], registry)
+    registry.promote_if_better()
+    slightly_worse = log(mlflow_target, toy_data, models["good"], registry)
+    evaluate = toy_data.evaluator()
+    ratio = (
+        evaluate(models["good"], toy_data.test_rows)["pr_auc"] / evaluate(models["best"], toy_data.test_rows)["pr_auc"]
+    )
+    assert 0.5 < ratio < 0.995  # the data makes segment informative
+
+    held = registry.promote_if_better(
+        slightly_worse, evaluate=evaluate, policy=PromotionConfig(min_relative=ratio + 0.002)
+    )
+    assert not held.promoted and held.guardrail == "champion"
+    assert held.reason.startswith("not promoted (champion guardrail)")
+    assert held.delta is not None and held.delta < 0
+    assert aliases(registry)[CHAMPION_ALIAS] == 1
+
+    promoted = registry.promote_if_better(
+        slightly_worse, evaluate=evaluate, policy=PromotionConfig(min_relative=ratio - 0.002)
+    )
+    assert promoted.promoted and not promoted.forced and promoted.guardrail is None
+    assert aliases(registry) == {CHAMPION_ALIAS: slightly_worse}
+    assert registry.champion_history() == [1, slightly_worse]
+    # Two decisions were logged on the candidate's run, the latest tags win.
+    run_id = registry.get(slightly_worse).run_id
+    assert run_id is not None
+    assert len(registry.client.list_artifacts(run_id, "promotion")) == 2
+    assert registry.client.get_run(run_id).data.tags["leadscore.promotion"] == "promoted"
+
+    again = registry.promote_if_better(slightly_worse, evaluate=evaluate)
+    assert not again.promoted and "already the champion" in again.reason
+
+
+def test_no_signal_model_is_never_promoted_not_even_the_first(
+    mlflow_target: TrackingTarget, toy_data: ToyData, models, registry: ModelRegistry
+) -> None:
+    noise = log(mlflow_target, toy_data, models["bad"], registry)
+    check = registry.logged_signal(noise)
+    assert check is not None and not check.passed
+    assert check.roc_auc_low <= 0.5 <= check.roc_auc_high
+    refused = registry.promote_if_better()
+    assert not refused.promoted and refused.guardrail == "no_signal"
+    assert "includes 0.5" in refused.reason and "check the data" in refused.reason
+    assert registry.champion() is None
+    run = registry.client.get_run(registry.get(noise).run_id or "")
+    assert run.data.tags["leadscore.promotion.guardrail"] == "no_signal"
+    # The same check on manual promotion; --force overrides and says so.
+    assert not registry.promote(noise).promoted
+    forced = registry.promote(noise, force=True)
+    assert forced.promoted and forced.forced and "no_signal" in forced.reason
+    signal = log(mlflow_target, toy_data, models["good"], registry)
+    logged = registry.logged_signal(signal)
+    assert logged is not None and logged.passed and logged.roc_auc_low > 0.5
+
+
+def test_challenger_must_beat_the_best_baseline(
     mlflow_target: TrackingTarget, toy_data: ToyData, models, registry: ModelRegistry
 ) -> None:
     log(mlflow_target, toy_data, models["good"], registry)
     registry.promote_if_better()
     better = log(mlflow_target, toy_data, models["best"], registry)
     evaluate = toy_data.evaluator()
-    gain = (
-        evaluate(models["best"], toy_data.test_rows)["pr_auc"] - evaluate(models["good"], toy_data.test_rows)["pr_auc"]
+    value = evaluate(models["best"], toy_data.test_rows)["pr_auc"]
+    decision = registry.promote_if_better(
+        better, evaluate=evaluate, baselines={"logistic": {"pr_auc": value - 0.01}, "hgb": {"pr_auc": value + 0.01}}
     )
-    assert gain > 0.005  # the data makes segment informative
+    assert not decision.promoted and decision.guardrail == "baseline"
+    assert "does not beat the best baseline 'hgb'" in decision.reason
+    promoted = registry.promote_if_better(better, evaluate=evaluate, baselines={"logistic": {"pr_auc": value - 0.01}})
+    assert promoted.promoted
 
-    held = registry.promote_if_better(better, margin=gain + 0.001, evaluate=evaluate)
-    assert not held.promoted
-    assert held.delta == pytest.approx(gain)
+
+def test_feature_set_change_is_reported_with_the_fix(
+    mlflow_target: TrackingTarget, toy_data: ToyData, models, registry: ModelRegistry
+) -> None:
+    log(mlflow_target, toy_data, models["good"], registry)
+    registry.promote_if_better()
+    other = toy_data.fit(["signal"])
+    other.spec = FeatureSpec(categorical=[], numeric=["signal", "noise", "visits", "pages"], horizon_days=90)
+    version = log(mlflow_target, toy_data, other, registry)
+
+    def must_not_score(model: object, rows: pd.DataFrame) -> dict[str, float]:
+        raise AssertionError("the champion must not be scored on another feature set")
+
+    decision = registry.promote_if_better(version, evaluate=must_not_score)
+    assert not decision.promoted and decision.guardrail == "feature_set"
+    assert "LEADSCORE_MODEL_NAME" in decision.reason
+    assert "lacks 1 of its features (segment)" in decision.reason and "(pages)" in decision.reason
     assert aliases(registry)[CHAMPION_ALIAS] == 1
-
-    promoted = registry.promote_if_better(better, margin=gain - 0.001, evaluate=evaluate)
-    assert promoted.promoted and not promoted.forced
-    assert aliases(registry) == {CHAMPION_ALIAS: better}
-    assert registry.champion_history() == [1, better]
-    # Two decisions were logged on the candidate's run, the latest tags win.
-    run_id = registry.get(better).run_id
-    assert run_id is not None
-    assert len(registry.client.list_artifacts(run_id, "promotion")) == 2
-    assert registry.client.get_run(run_id).data.tags["leadscore.promotion"] == "promoted"
-
-    again = registry.promote_if_better(better, evaluate=evaluate)
-    assert not again.promoted and "already the champion" in again.reason
 
 
 def test_lower_is_better_primary_metric(
@@ -226,8 +291,8 @@ def test_clear_errors(mlflow_target: TrackingTarget, toy_data: ToyData, models, 
         registry.promote(7)
     with pytest.raises(RegistryError, match="must be a number"):
         registry.get("latest")
-    with pytest.raises(ValueError, match="margin"):
-        registry.promote_if_better(margin=-0.1)
+    with pytest.raises(ValueError, match="min_relative"):
+        PromotionConfig(min_relative=1.5)
     with pytest.raises(RegistryError, match="direction unknown"):
         registry.promote_if_better(primary_metric="accuracy")
     registry.promote_if_better()
