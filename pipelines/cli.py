@@ -87,11 +87,21 @@ def generate(
     leads: Annotated[int, typer.Option("--leads", min=1, help="Number of leads to simulate.")] = 20_000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 7,
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    campaign_effect_scale: Annotated[
+        float,
+        typer.Option(
+            "--campaign-effect-scale",
+            min=0.0,
+            max=20.0,
+            help="Multiplies every campaign's true effect (0 = placebo world: no campaign has any effect).",
+        ),
+    ] = 1.0,
 ) -> None:
     """Simulate a realistic B2B funnel: leads, activities, stage history and the ground truth."""
     if fmt not in ("parquet", "csv"):
         raise typer.BadParameter("expected parquet or csv", param_hint="--format")
     from features.simulator import generate as simulate
+    from features.simulator.config import SimulatorConfig
 
     with user_errors(), _progress() as progress:
         bar = progress.add_task("simulating leads", total=leads)
@@ -99,6 +109,7 @@ def generate(
             leads,
             seed,
             out,
+            config=SimulatorConfig(campaign_effect_scale=campaign_effect_scale),
             fmt=fmt,  # type: ignore[arg-type]
             progress=lambda done, total: progress.update(bar, completed=done, total=total),
         )
