@@ -75,6 +75,7 @@ from features.history import ProspectHistory
 from features.snapshots import snapshot_dates
 
 WEEK = pd.Timedelta(days=7)
+WEEK_US = 7 * 86_400 * 1_000_000
 Z95 = 1.959963984540054
 EVIDENCE_EFFECT = "effect"
 EVIDENCE_NONE = "no evidence of effect"
@@ -124,6 +125,7 @@ def _z(alpha: float) -> float:
 class _Units:
     """The stacked (lead, week) units of one exposure, with features already encoded."""
 
+    idx: np.ndarray  # rows of the feature frame
     X: np.ndarray
     T: np.ndarray
     Y: np.ndarray
@@ -177,15 +179,17 @@ def _cluster_se(phi: np.ndarray, lead: np.ndarray) -> float:
 def _att(
     T: np.ndarray, Y: np.ndarray, w: np.ndarray, e: np.ndarray, m0: np.ndarray, lead: np.ndarray, z: float
 ) -> tuple[float, float, float, float]:
-    """AIPW ATT, its cluster-robust standard error and interval."""
-    n_t = float(np.sum(w * T))
-    if n_t <= 0 or not (T == 0).any():
+    """AIPW ATT (control weights normalised), its cluster-robust standard error and interval."""
+    wt = w * T
+    wc = w * (1 - T) * e / (1.0 - e)
+    n_t, n_c = float(wt.sum()), float(wc.sum())
+    if n_t <= 0 or n_c <= 0:
         return math.nan, math.nan, math.nan, math.nan
     resid = Y - m0
-    odds = e / (1.0 - e)
-    terms = w * (T * resid - (1 - T) * odds * resid)
-    tau = float(np.sum(terms) / n_t)
-    phi = (terms - w * T * tau) / n_t
+    a = float(np.sum(wt * resid) / n_t)
+    b = float(np.sum(wc * resid) / n_c)
+    tau = a - b
+    phi = wt * (resid - a) / n_t - wc * (resid - b) / n_c
     se = _cluster_se(phi, lead)
     return tau, se, tau - z * se, tau + z * se
 
@@ -215,7 +219,10 @@ class EffectEstimator:
         max_controls: unexposed units kept per exposure (subsampled with weights beyond that).
         trim: units with a propensity above this are dropped (no comparable unexposed leads).
         alpha: 1 - the interval's coverage.
-        n_estimators: boosting rounds of each nuisance model.
+        n_estimators: boosting rounds of each propensity model (twice that for the outcome model).
+        min_exposed: fewer exposed units than this: not estimable (the interval would not be reliable).
+        max_outcome_rows: training rows of the pooled outcome model per fold.
+        launch_as_of: look at campaigns that last under a week from their launch (else from the grid week).
         random_state: seed of the subsampling, the folds and the nuisance models.
 
     Attributes (after :meth:`fit`):
@@ -236,6 +243,9 @@ class EffectEstimator:
         trim: float = 0.95,
         alpha: float = 0.05,
         n_estimators: int = 60,
+        min_exposed: int = 50,
+        max_outcome_rows: int = 150_000,
+        launch_as_of: bool = True,
         random_state: int = 0,
     ) -> None:
         self.actions = actions
@@ -247,6 +257,9 @@ class EffectEstimator:
         self.trim = trim
         self.alpha = alpha
         self.n_estimators = n_estimators
+        self.min_exposed = min_exposed
+        self.max_outcome_rows = max_outcome_rows
+        self.launch_as_of = launch_as_of
         self.random_state = random_state
 
     # -- data -------------------------------------------------------------------------------------
@@ -275,40 +288,57 @@ class EffectEstimator:
         t_us = pd.DatetimeIndex(exposures["occurred_at"]).as_unit("us").asi8
         g_us = grid.as_unit("us").asi8
         pos = np.searchsorted(g_us, t_us, side="right") - 1
-        exposures = exposures.assign(week=pos)
-        exposures = exposures[exposures["week"] >= 0]
+        exposures = exposures.assign(period=np.where(pos >= 0, g_us[np.maximum(pos, 0)], -1), t_us=t_us)
+        exposures = exposures[exposures["period"] >= 0]
 
+        # A campaign whose touches all fall within 7 days of its first one is looked at from its launch
+        # (as_of = the first touch, whole seconds): the features then hold everything up to the launch.
+        # Longer campaigns use the weekly grid, at most max_weeks weeks.
         plans: list[tuple[dict[str, Any], pd.DataFrame, bool]] = []
         for cid, rows in exposures.groupby("campaign_id", sort=True):
             atype = str(rows["activity_type"].mode().iloc[0])
             meta = {"kind": "campaign", "campaign_id": str(cid), "action": atype, "activity_type": atype}
+            first = int(rows["t_us"].min())
+            if self.launch_as_of and int(rows["t_us"].max()) < first + WEEK_US:
+                rows = rows.assign(period=first - first % 1_000_000)
             plans.append((meta, rows, True))
         for action in self.actions:
             rows = exposures[exposures["activity_type"] == action.activity_type]
             meta = {"kind": "action", "campaign_id": "", "action": action.name, "activity_type": action.activity_type}
             plans.append((meta, rows, False))
 
-        weeks_needed: set[int] = set()
+        periods_needed: set[int] = set()
         chosen: list[np.ndarray] = []
         for _, rows, is_campaign in plans:
-            weeks = np.unique(rows["week"].to_numpy())
+            weeks = np.unique(rows["period"].to_numpy())
             if is_campaign:
                 weeks = weeks[: self.max_weeks]
             chosen.append(weeks)
-            weeks_needed.update(int(x) for x in weeks)
-        if weeks_needed:
-            frame, spec = build_features(history, grid[sorted(weeks_needed)], cfg)
-        else:
-            frame, spec = build_features(history, grid[:1], cfg)
+            periods_needed.update(int(x) for x in weeks)
+        dates = (
+            pd.DatetimeIndex(pd.to_datetime(sorted(periods_needed), unit="us", utc=True))
+            if periods_needed
+            else grid[:1]
+        )
+        frame, spec = build_features(history, dates, cfg)
         features = list(spec.features)
         X_all, stage_all = _encode(frame, features, list(spec.categorical))
         lead_codes, lead_index = pd.factorize(frame["lead_id"])
-        week_of_row = np.searchsorted(g_us, pd.DatetimeIndex(frame["as_of"]).as_unit("us").asi8)
+        week_of_row = pd.DatetimeIndex(frame["as_of"]).as_unit("us").asi8
         censored_all = frame["observed_days"].to_numpy() < horizon
         y_all = frame["converted"].to_numpy().astype(np.float64)
         row_key = pd.MultiIndex.from_arrays([lead_codes, week_of_row])
         lead_pos = pd.Index(lead_index)
 
+        # folds by lead, shared by every nuisance model (cross-fitting)
+        fold_all = rng.integers(0, self.n_folds, len(lead_index))[lead_codes]
+        all_rows = pd.concat([rows[["lead_id", "period"]] for _, rows, _ in plans]) if plans else exposures
+        exposed_any = row_key.isin(
+            pd.MultiIndex.from_arrays(
+                [lead_pos.get_indexer(pd.Index(all_rows["lead_id"])), all_rows["period"].to_numpy()]
+            )
+        )
+        m0_all = self._pooled_outcome(X_all, y_all, fold_all, ~exposed_any & ~censored_all, rng)
         z = Z95 if self.alpha == 0.05 else _z(self.alpha)
         records: list[dict[str, Any]] = []
         segment_parts: list[tuple[dict[str, Any], _Units, np.ndarray, np.ndarray]] = []
@@ -333,7 +363,11 @@ class EffectEstimator:
             if units.n_exposed == 0 or units.n_unexposed == 0:
                 records.append(_empty(meta, horizon, units.n_censored, units.weeks, units.n_exposed))
                 continue
-            e, m0 = self._nuisances(units, rng)
+            if units.n_exposed < self.min_exposed:
+                records.append(_empty(meta, horizon, units.n_censored, units.weeks, units.n_exposed))
+                continue
+            e = self._propensity(units, fold_all[units.idx], rng)
+            m0 = m0_all[units.idx]
             rec = _summarise(meta, units, e, m0, self.trim, z, horizon)
             records.append(rec)
             if not is_campaign:
@@ -348,6 +382,7 @@ class EffectEstimator:
             for stage in sorted(set(units.stage.tolist())):
                 mask = units.stage == stage
                 sub = _Units(
+                    units.idx[mask],
                     units.X[mask],
                     units.T[mask],
                     units.Y[mask],
@@ -389,7 +424,7 @@ class EffectEstimator:
         idx = np.flatnonzero(in_week)
         exp_lead = lead_pos.get_indexer(pd.Index(rows["lead_id"]))
         ok = exp_lead >= 0
-        exp_lead, exp_week = exp_lead[ok], rows["week"].to_numpy()[ok]
+        exp_lead, exp_week = exp_lead[ok], rows["period"].to_numpy()[ok]
         # exposed (lead, week) pairs, and for campaigns the first exposure week of each lead
         exposed = pd.MultiIndex.from_arrays([exp_lead, exp_week]).unique()
         T = row_key[idx].isin(exposed).astype(np.float64)
@@ -410,6 +445,7 @@ class EffectEstimator:
             keep = (T == 1) | draw
             idx, T, w = idx[keep], T[keep], np.where(T[keep] == 1, 1.0, 1.0 / rate)
         return _Units(
+            idx=idx,
             X=X_all[idx],
             T=T,
             Y=y_all[idx],
@@ -422,25 +458,36 @@ class EffectEstimator:
             weeks=len(weeks),
         )
 
-    def _nuisances(self, units: _Units, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Cross-fitted propensity and unexposed-outcome predictions (folds by lead)."""
-        n = len(units.T)
-        leads = np.unique(units.lead)
-        fold_of_lead = rng.integers(0, self.n_folds, len(leads))
-        fold = fold_of_lead[np.searchsorted(leads, units.lead)]
-        e = np.zeros(n)
-        m0 = np.zeros(n)
+    def _propensity(self, units: _Units, fold: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Cross-fitted propensity ``P(T = 1 | x)`` of one exposure's units."""
+        e = np.zeros(len(units.T))
         seed = int(rng.integers(0, 2**31 - 1))
-        control = units.T == 0
         for k in range(self.n_folds):
             test = np.flatnonzero(fold == k)
             train = np.flatnonzero(fold != k)
-            if not len(test):
-                continue
-            e[test] = _fit_predict(units.X, units.T, units.w, train, test, seed + k, self.n_estimators)
-            train0 = train[control[train]]
-            m0[test] = _fit_predict(units.X, units.Y, units.w, train0, test, seed + 100 + k, self.n_estimators)
-        return np.clip(e, 1e-4, 1 - 1e-4), m0
+            if len(test):
+                e[test] = _fit_predict(units.X, units.T, units.w, train, test, seed + k, self.n_estimators)
+        return np.clip(e, 1e-4, 1 - 1e-4)
+
+    def _pooled_outcome(
+        self, X: np.ndarray, y: np.ndarray, fold: np.ndarray, usable: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Cross-fitted ``P(Y = 1 | x, unexposed)`` for every row, one model per fold over all weeks.
+
+        Trained on unexposed, uncensored rows (at most ``max_outcome_rows`` per fold, a uniform sample), so
+        every exposure's outcome model sees far more leads than that exposure has.
+        """
+        m0 = np.zeros(len(y))
+        seed = int(rng.integers(0, 2**31 - 1))
+        w = np.ones(len(y))
+        for k in range(self.n_folds):
+            test = np.flatnonzero(fold == k)
+            train = np.flatnonzero((fold != k) & usable)
+            if len(train) > self.max_outcome_rows:
+                train = np.sort(rng.choice(train, self.max_outcome_rows, replace=False))
+            if len(test):
+                m0[test] = _fit_predict(X, y, w, train, test, seed + k, 2 * self.n_estimators)
+        return m0
 
     # -- results ----------------------------------------------------------------------------------
     def campaigns(self) -> pd.DataFrame:
@@ -625,6 +672,24 @@ def read_effects(path: str | Path) -> pd.DataFrame:
 NO_EVIDENCE_LABEL = "no action with evidence of effect"
 
 
+def estimate_training_effects(
+    history: ProspectHistory,
+    actions: Sequence[ActionSpec],
+    feature_config: FeatureConfig,
+    *,
+    max_controls: int = 8_000,
+    random_state: int = 0,
+) -> pd.DataFrame | None:
+    """The effect table the ``train`` flow attaches to the scoring model (``None`` for single-snapshot data).
+
+    Bounded for the flow: at most ``max_controls`` unexposed units per exposure (weighted subsample).
+    """
+    if history.contract.mode == "single_snapshot":
+        return None
+    est = EffectEstimator(actions, feature_config=feature_config, max_controls=max_controls, random_state=random_state)
+    return est.fit(history).table_
+
+
 class ActionEffects:
     """Per-stage action effects of an effect table, for next-best actions (see :func:`recommend`).
 
@@ -639,19 +704,22 @@ class ActionEffects:
         self.cells: dict[tuple[str, str], tuple[float, float, float]] = {
             (str(a), str(g)): (float(e), float(lo), float(hi))
             for a, g, e, lo, hi in zip(
-                rows["action"], rows["segment"], rows["estimate"], rows["ci_low"], rows["ci_high"], strict=True
+                rows["activity_type"], rows["segment"], rows["estimate"], rows["ci_low"], rows["ci_high"], strict=True
             )
         }
 
-    def recommend(self, stage: str | None, candidates: Sequence[tuple[str, str]]) -> dict[str, Any]:
-        """The candidate ``(name, label)`` with the largest estimated effect for leads at ``stage``.
+    def recommend(self, stage: str | None, candidates: Sequence[tuple[str, str, str]]) -> dict[str, Any]:
+        """The candidate ``(name, label, activity_type)`` with the largest estimated effect at ``stage``.
+
+        Estimates are looked up by activity type (what campaigns deliver), so a policy that names its
+        actions differently uses the same estimates.
 
         Returns ``{"action", "label", "readiness_gain", "ci_low", "ci_high", "segment", "estimated"}``;
         ``action`` is ``None`` (label :data:`NO_EVIDENCE_LABEL`) when no candidate's interval lies above 0.
         """
         best: tuple[float, float, float, str, str] | None = None
-        for name, label in candidates:
-            cell = self.cells.get((name, str(stage)))
+        for name, label, activity_type in candidates:
+            cell = self.cells.get((activity_type, str(stage)))
             if cell is None or not cell[1] > 0.0:
                 continue
             if best is None or cell[0] > best[0]:
