@@ -9,17 +9,20 @@ of the exposed minus what it would have been had they not been exposed, in perce
 
 Design (point in time)
 ----------------------
-Time is cut into the weekly snapshot grid of :func:`features.snapshots.snapshot_dates`. A *unit* is a
-(lead, week) pair: the lead is open at the week's start ``as_of`` (the rows of
-:func:`features.build.build_features`), and for a campaign it has not been touched by that campaign
-before ``as_of``. Only weeks with at least one exposure are used (at most ``max_weeks`` per campaign).
+A *unit* is a (lead, as_of) pair: the lead is open at ``as_of`` (the rows of
+:func:`features.build.build_features`) and, for a campaign, has not been touched by it before ``as_of``.
 
+- ``as_of``: for a campaign whose touches all fall within 7 days of its first one (an e-mail, a webinar,
+  an event), its launch (the first touch, whole seconds); for longer campaigns and for actions, each week
+  ``[g, g + 7 days)`` of the weekly grid of :func:`features.snapshots.snapshot_dates` that has an exposure
+  (at most ``max_weeks`` per campaign);
 - exposure ``T``: the lead has an activity of the campaign (for an action: an activity with a
   ``campaign_id`` and the action's ``activity_type``) in ``[as_of, as_of + 7 days)``;
 - features ``X``: the point-in-time features at ``as_of`` (strictly before it, so nothing the exposure
   caused can leak in);
 - outcome ``Y``: converted within ``(as_of, as_of + horizon]`` (the build's ``converted`` label). Units
-  whose outcome window is not over at the end of the data are left out (``n_censored``).
+  whose outcome window is not over at the end of the data are left out (``n_censored``), so campaigns of
+  the last ``horizon`` days are "not estimable" yet.
 
 Lead-initiated activity (a demo request, a pricing-page view) is not something the company can trigger,
 and it follows the lead's own buying journey: its "effect" is not identified by this design, so actions
@@ -27,23 +30,28 @@ whose activity type no campaign delivers get no estimate (``evidence = "not esti
 
 Estimator
 ---------
-AIPW for the ATT with K-fold cross-fitting (folds by lead): on each fold's complement a LightGBM
-propensity model ``e(x) = P(T = 1 | x)`` (all units) and an outcome model ``m0(x) = P(Y = 1 | x, T = 0)``
-(unexposed units) are fitted and applied to the fold. Then
+AIPW for the ATT with K-fold cross-fitting (folds by lead, shared by all nuisance models). The outcome
+model ``m0(x) = P(Y = 1 | x, unexposed)`` is one LightGBM model per fold pooled over every as_of (trained
+on units exposed to nothing that week), so it sees far more leads than any one campaign has; the
+propensity ``e(x) = P(T = 1 | x)`` is a LightGBM model per exposure and fold. With ``r = Y - m0``:
 
-    tau = sum_i w_i [T_i (Y_i - m0_i) - (1 - T_i) e_i / (1 - e_i) (Y_i - m0_i)] / sum_i w_i T_i
+    tau = mean_exposed(r) - sum_unexposed(w e/(1-e) r) / sum_unexposed(w e/(1-e))
 
-Units with ``e > trim`` (no comparable unexposed leads) are dropped before the estimate
-(``share_trimmed``). The 95 % interval comes from the influence function, summed per lead (a lead can
-be a unit in several weeks, so the interval is cluster-robust by lead). To bound the cost, unexposed
-units are subsampled per exposure to at most ``max_controls`` with weights ``w = 1 / rate`` (exposed
-units all kept, ``w = 1``). The **naive** contrast (exposed minus unexposed conversion rate on the same
-units) is reported next to it.
+Units with ``e > trim`` (no comparable unexposed leads) are dropped (``share_trimmed``); fewer than
+``min_exposed`` exposed units is "not estimable". The 95 % interval comes from the influence function,
+summed per lead (a lead can be a unit in several weeks, so the interval is cluster-robust by lead). To
+bound the cost, unexposed units are subsampled per exposure to at most ``max_controls`` with weights
+``w = 1 / rate`` (exposed units all kept, ``w = 1``). The **naive** contrast (exposed minus unexposed
+conversion rate on the same units) is reported next to it.
 
-Segments: the same influence-function terms averaged within each CRM stage at ``as_of`` give the effect
-for "leads like this one" (rows with ``segment = <stage>``); next-best actions use them, with intervals
-adjusted for the number of (action, segment) cells looked at (Bonferroni), so that picking the best of
-many never reads noise as evidence.
+EconML (0.17.0) installs with the pinned stack, but its DR learners' final-stage inference is
+heteroskedasticity-robust only (``cov_type`` nonrobust / HC0 / HC1): no intervals clustered by lead, which
+the stacked weekly units need. Hence the estimator here, on scikit-learn conventions and LightGBM.
+
+Segments: the same influence-function terms within each CRM stage at ``as_of`` give the effect for
+"leads like this one" (rows with ``segment = <stage>``); next-best actions use them, with intervals
+adjusted for the number of (action, stage) cells (Bonferroni), so that picking the best of many never
+reads noise as evidence.
 
 Table columns
 -------------
@@ -394,7 +402,7 @@ class EffectEstimator:
                     0,
                     units.weeks,
                 )
-                if sub.n_exposed == 0 or sub.n_unexposed == 0:
+                if sub.n_exposed < self.min_exposed or sub.n_unexposed == 0:
                     rec = _empty({**meta}, horizon, 0, units.weeks, sub.n_exposed)
                 else:
                     rec = _summarise(meta, sub, e[mask], m0[mask], self.trim, z_seg, horizon)

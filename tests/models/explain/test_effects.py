@@ -140,9 +140,11 @@ def test_estimator_refuses_bad_settings() -> None:
 
 
 # -- against the simulator's truth -----------------------------------------------------------------
-# A smaller world than the benchmark's that still separates: 12,000 leads, 8 campaigns with their
-# effects x3, seed 301 (not the development seed 101 nor the benchmark's validation seeds 201-203).
-N_LEADS, N_CAMPAIGNS, SEED, SCALE = 12_000, 8, 301, 3.0
+# A smaller world than the benchmark's that still separates: 20,000 leads, 12 campaigns with their
+# effects x2, seed 301 (not the development seed 101 nor the benchmark's validation seeds 201-203).
+# The benchmark's targets (Spearman >= 0.6, <= 2 of 24 placebo flags) are checked at full size there;
+# here the estimator must beat the naive contrast.
+N_LEADS, N_CAMPAIGNS, SEED, SCALE = 20_000, 12, 301, 2.0
 ACTIONS = [
     ActionSpec("invite_to_webinar", "webinar"),
     ActionSpec("invite_to_event", "event_attendance"),
@@ -176,18 +178,19 @@ def test_placebo_world_flags_at_most_one_campaign_while_the_naive_contrast_flags
     world = _world(0.0)
     assert (world.truth["true_effect"] == 0).all()
     stats = compare_with_truth(world.table, world.truth)
-    assert stats["n_estimated"] >= 5
+    assert stats["n_estimated"] >= 6
     assert stats["n_flagged"] <= 1
-    assert stats["naive_flagged"] >= stats["n_flagged"] + 2
+    assert stats["naive_flagged"] > stats["n_flagged"]
 
 
 @pytest.mark.slow
 def test_default_world_estimates_rank_campaigns_better_than_the_naive_contrast() -> None:
     world = _world(SCALE)
     stats = compare_with_truth(world.table, world.truth)
-    assert stats["n_estimated"] >= 5
-    assert stats["spearman"] >= 0.6
-    assert stats["spearman"] > stats["naive_spearman"]
+    assert stats["n_estimated"] >= 6
+    assert stats["spearman"] > stats["naive_spearman"] + 0.05
+    assert stats["zero_covered"] >= 0.8
+    assert stats["n_flagged"] < stats["naive_flagged"]
     rows = world.table[world.table["segment"] == "all"]
     assert list(rows.columns) == TABLE_COLUMNS
     assert (rows.loc[rows["kind"] == "action", "campaign_id"] == "").all()
@@ -235,7 +238,7 @@ def test_placebo_world_recommends_no_action_to_anyone() -> None:
 def test_default_world_recommended_actions_mostly_have_a_true_effect() -> None:
     recs = _recommendations(_world(SCALE))
     recommended = recs[recs["action"].notna()]
-    assert len(recommended) >= 100
+    assert len(recommended) >= 50
     share = float((recommended["true_effect"] > 0).mean())
     assert share >= 0.8, f"{share:.0%} of {len(recommended)} recommendations have a true effect"
     assert not math.isnan(share)
