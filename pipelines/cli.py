@@ -95,6 +95,15 @@ def generate(
             "views, more (paid) web visits. Outcomes stay the same; for testing `leadscore monitor`.",
         ),
     ] = None,
+    campaign_effect_scale: Annotated[
+        float,
+        typer.Option(
+            "--campaign-effect-scale",
+            min=0.0,
+            max=20.0,
+            help="Multiplies every campaign's true effect (0 = placebo world: no campaign has any effect).",
+        ),
+    ] = 1.0,
 ) -> None:
     """Simulate a realistic B2B funnel: leads, activities, stage history and the ground truth."""
     if fmt not in ("parquet", "csv"):
@@ -104,15 +113,16 @@ def generate(
     from features.simulator import generate as simulate
     from features.simulator.config import SimulatorConfig
 
-    config = None
-    if drift_after is not None:
-        try:
-            config = SimulatorConfig(drift_after=dt.date.fromisoformat(drift_after))
-        except ValueError as exc:
-            raise typer.BadParameter(
-                f"{drift_after!r}: expected a date YYYY-MM-DD inside the simulated span ({exc})",
-                param_hint="--drift-after",
-            ) from exc
+    try:
+        config = SimulatorConfig(
+            campaign_effect_scale=campaign_effect_scale,
+            drift_after=dt.date.fromisoformat(drift_after) if drift_after is not None else None,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{drift_after!r}: expected a date YYYY-MM-DD inside the simulated span ({exc})",
+            param_hint="--drift-after",
+        ) from exc
 
     with user_errors(), _progress() as progress:
         bar = progress.add_task("simulating leads", total=leads)
@@ -126,6 +136,74 @@ def generate(
         )
     console.print(f"[green]wrote[/] {out}")
     console.print(str(summary), markup=False)
+
+
+@app.command()
+def effects(
+    data: Annotated[Path, typer.Option("--data", help="Data directory (leads, activities, stage_history).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the table: .csv or .parquet (chosen by the suffix).")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Handoff policy YAML whose actions to estimate (default: packaged).")
+    ] = None,
+    horizon: Annotated[
+        str | None, typer.Option("--horizon", help="Outcome horizon, e.g. 90d (default: config).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Modelling config YAML.")] = None,
+) -> None:
+    """Estimated effect of each campaign and action on conversion (doubly robust, checked against confounding)."""
+    if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
+        raise typer.BadParameter("write the table as .csv or .parquet", param_hint="--out")
+    from features import validation
+    from models.explain.effects import ActionSpec, EffectEstimator, write_effects
+    from pipelines.config import load_config
+    from serving.policy import load_policy
+
+    with user_errors():
+        cfg = load_config(config)
+        actions = [ActionSpec(a.name, a.activity_type) for a in load_policy(policy).next_best_actions]
+        history = _run_with_status("validating", lambda: validation.load_history(data).history)
+        est = EffectEstimator(actions, feature_config=cfg.features, horizon_days=_days(horizon, "--horizon"))
+        table = _run_with_status("estimating effects", lambda: est.fit(history).table_)
+        if out is not None:
+            write_effects(table, out)
+    _print_effects(table, est.horizon_days_)
+    if out is not None:
+        console.print(f"[green]wrote[/] {out}")
+
+
+def _print_effects(table: Any, horizon_days: int) -> None:
+    import pandas as pd
+
+    def pp(value: Any) -> str:
+        return "" if pd.isna(value) else f"{100 * value:+.1f}"
+
+    rich_table = Table(title=f"estimated effect on conversion within {horizon_days} days (percentage points)")
+    for col in (
+        "campaign",
+        "action",
+        "exposed",
+        "comparable unexposed",
+        "estimate",
+        "95% interval",
+        "naive",
+        "evidence",
+    ):
+        rich_table.add_column(col)
+    for r in table[table["segment"] == "all"].itertuples(index=False):
+        interval = "" if pd.isna(r.ci_low) else f"{pp(r.ci_low)} .. {pp(r.ci_high)}"
+        rich_table.add_row(
+            str(r.campaign_id),
+            str(r.action),
+            f"{int(r.n_exposed):,}",
+            f"{int(r.n_comparable_unexposed):,}",
+            pp(r.estimate),
+            interval,
+            pp(r.naive_estimate),
+            str(r.evidence),
+        )
+    console.print(rich_table)
 
 
 @app.command()

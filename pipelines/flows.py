@@ -230,6 +230,17 @@ def promote_model(
     )
 
 
+@task(name="estimate_effects", cache_policy=NO_CACHE)
+def estimate_effects(data_dir: Path, config: FeatureConfig) -> pd.DataFrame | None:
+    """Campaign and action effects on conversion (for the model's next-best actions and the report)."""
+    from models.explain.effects import ActionSpec, estimate_training_effects
+    from serving.policy import load_policy
+
+    history = validation.load_history(data_dir).history
+    actions = [ActionSpec(a.name, a.activity_type) for a in load_policy().next_best_actions]
+    return estimate_training_effects(history, actions, config)
+
+
 @dataclass
 class TrainSummary:
     """What ``train`` did, for the CLI and for callers."""
@@ -268,6 +279,8 @@ def train_flow(
     stage = train_stage(prep)
     baselines = train_baselines(prep, readiness)
     result = evaluate_models(prep, readiness, stage, baselines)
+    # attached to the one scoring model: serving's next-best actions need nothing else
+    result.model.effects = estimate_effects(data_dir, config.features)
     target = connect_tracking(tracking_uri, artifact_root)
     run = log_and_register(target, result, experiment, model_name, data_dir)
     decision = promote_model(target, run, result, model_name, data_dir, force)

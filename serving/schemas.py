@@ -85,12 +85,23 @@ class Reason(BaseModel):
 
 
 class Reasons(BaseModel):
-    """Top positive and top negative drivers, strongest first."""
+    """Top positive and top negative behaviour and fit drivers, strongest first, and the CRM state as context.
+
+    ``sum(positive) + sum(negative) + sum(context) + rest`` is the readiness model's log-odds.
+    """
 
     model_config = _FORBID
 
     positive: list[Reason] = Field(default_factory=list, max_length=20)
     negative: list[Reason] = Field(default_factory=list, max_length=20)
+    context: list[Reason] = Field(
+        default_factory=list,
+        max_length=20,
+        description="What the CRM already shows (stage, days in stage) and its contribution; never a reason.",
+    )
+    rest: float | None = Field(
+        default=None, description="The model's base value plus every driver not listed (log-odds)."
+    )
 
     @model_validator(mode="after")
     def _signs(self) -> Reasons:
@@ -102,13 +113,24 @@ class Reasons(BaseModel):
 
 
 class ActionSuggestion(BaseModel):
-    """The next-best action: the configured action that raises readiness most."""
+    """The next-best action: the configured action with the largest *estimated* effect for leads like this one.
+
+    ``action`` is null (label "no action with evidence of effect") when no action's interval lies above 0.
+    """
 
     model_config = _FORBID
 
-    action: str = Field(min_length=1, description="Action name from the handoff policy.")
-    label: str = Field(min_length=1, description="What to do, in plain language.")
-    readiness_gain: float = Field(ge=-1.0, le=1.0, description="Readiness after the action minus readiness now.")
+    action: str | None = Field(
+        default=None, min_length=1, description="Action name from the handoff policy; null when none qualifies."
+    )
+    label: str = Field(min_length=1, description="What to do, in plain language (says it is an estimate).")
+    readiness_gain: float = Field(
+        ge=-1.0, le=1.0, description="Estimated gain in the chance to convert within the horizon (0 when none)."
+    )
+    ci_low: float | None = Field(default=None, description="Lower end of the gain's interval.")
+    ci_high: float | None = Field(default=None, description="Upper end of the gain's interval.")
+    segment: str | None = Field(default=None, description="The leads the estimate is for (their CRM stage).")
+    estimated: bool = Field(default=False, description="True: the gain is an estimated causal effect.")
 
 
 class HandoffDecision(BaseModel):
@@ -162,9 +184,13 @@ _PREDICTION_EXAMPLE: dict[str, Any] = {
     },
     "needs": ["pricing", "integrations"],
     "next_best_action": {
-        "action": "invite_to_demo",
-        "label": "Invite the lead to a product demo",
-        "readiness_gain": 0.07,
+        "action": "invite_to_webinar",
+        "label": "Invite the lead to the next webinar (estimated effect for leads at stage mql)",
+        "readiness_gain": 0.021,
+        "ci_low": 0.006,
+        "ci_high": 0.036,
+        "segment": "mql",
+        "estimated": True,
     },
     "trend": "improving",
     "handoff": {

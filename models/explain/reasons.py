@@ -21,6 +21,11 @@ feature's *value* with a template chosen by the feature's family, recognised fro
 - any other categorical feature is an attribute: "company size 11-50"; any other numeric one "annual
   revenue musd 12.5".
 
+Reasons separate state from drivers: the stage the CRM already shows (:data:`STATE_FEATURES`: ``stage``,
+``days_in_stage``) is no reason; its contributions go to ``context``. ``positive`` / ``negative`` are then
+the top behaviour and fit drivers, and ``rest`` is the bias plus every driver not listed, so that per row
+``sum(positive) + sum(negative) + sum(context) + rest`` is the margin (the score's log-odds).
+
 Needs
 -----
 The prospect's top topics: the ``topic_share_<topic>`` features with a positive share, largest first (ties
@@ -28,7 +33,17 @@ in the contract's topic order), at most ``n_needs``; ``top_topic`` alone when th
 
 Next-best action
 ----------------
-For each configured :class:`CounterfactualAction` (``count`` activities of ``activity_type``, optionally on
+:meth:`Explainer.next_best_actions_from_encoded` uses the *estimated causal effects* the model carries
+(``ScoringModel.effects``, the table of :mod:`models.explain.effects`, attached at training): among the
+configured actions, the one with the largest estimated effect on conversion for leads at the same CRM
+stage, only if its (multiplicity-adjusted) interval lies above 0; otherwise ``action`` is ``None`` with
+the label "no action with evidence of effect". A model without effect estimates recommends nothing.
+
+Counterfactual what-if
+----------------------
+:meth:`Explainer.counterfactual_actions_from_encoded` is the model's *correlational* what-if (not a
+recommendation: a lead model learns that engaged leads convert, not that making a lead engage causes
+conversion). For each configured :class:`CounterfactualAction` (``count`` activities of ``activity_type``, optionally on
 ``topic``) the row is changed as if those activities happened just now, and readiness is predicted again:
 
 - every window count ``n_<type>_<w>d`` and ``n_activities_<w>d`` grows by ``count``, so does
@@ -55,6 +70,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from models.fit.scoring import ScoringModel
 
@@ -63,6 +79,8 @@ _DAYS_SINCE = re.compile(r"^days_since_(?P<type>[A-Za-z][A-Za-z0-9_]*)$")
 _VALUE_SUM = re.compile(r"^value_sum_(?P<w>\d+)d$")
 _TREND = re.compile(r"^trend_(?P<k>\d+)d$")
 _TOPIC_SHARE = "topic_share_"
+# What the CRM already shows about the lead: reported as context, never as a reason.
+STATE_FEATURES = ("stage", "days_in_stage")
 _DISTINCT_TEXT = {"n_channels": "channel", "n_campaigns": "campaign", "n_topics": "topic"}
 # A trend this close to 0 reads as "steady" rather than as rising or falling.
 _TREND_STEADY = 0.05
@@ -190,12 +208,17 @@ def feature_text(name: str, value: Any, *, stage: str | None = None, max_window:
     return f"{label} {_number(float(value))}"
 
 
+_EMPTY_EFFECTS = pd.DataFrame(
+    {"kind": [], "segment": [], "estimate": [], "action": [], "activity_type": [], "ci_low": [], "ci_high": []}
+)
+
+
 # -- the explainer ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Explanations:
     """Per-row explanations (lists aligned with the explained rows)."""
 
-    reasons: list[dict[str, list[dict[str, Any]]]]
+    reasons: list[dict[str, Any]]
     needs: list[list[str]]
     next_best_action: list[dict[str, Any] | None]
 
@@ -280,37 +303,54 @@ class Explainer:
         """Exact TreeSHAP contributions to the raw margin, shape (n, n_features + 1), bias last."""
         return self.model.contributions_from_encoded(Xe, space="raw")
 
-    def reasons_from_encoded(
-        self, Xe: np.ndarray, contributions: np.ndarray | None = None
-    ) -> list[dict[str, list[dict[str, Any]]]]:
-        """Top positive and negative drivers per row: ``{"positive": [...], "negative": [...]}``.
+    def reasons_from_encoded(self, Xe: np.ndarray, contributions: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """Top drivers per row: ``{"positive": [...], "negative": [...], "context": [...], "rest": float}``.
 
-        Each driver is ``{"feature", "text", "contribution"}``, strongest first.
+        Each driver is ``{"feature", "text", "contribution"}``, strongest first; ``context`` holds the CRM
+        state (:data:`STATE_FEATURES`) and ``rest`` the bias plus the drivers not listed (module docstring).
         """
         n = len(Xe)
         if n == 0:
             return []
         contrib = self.contributions(Xe) if contributions is None else contributions
-        phi = contrib[:, :-1]  # the bias is no reason
+        names = self.feature_names
+        state = [j for j, name in enumerate(names) if name in STATE_FEATURES]
+        drivers = np.array([j for j in range(len(names)) if names[j] not in STATE_FEATURES], dtype=np.intp)
+        phi = contrib[:, drivers]  # the bias is no reason, nor is the CRM state
+        margin = contrib.sum(axis=1)
         n_feat = phi.shape[1]
         # Strongest first; a stable sort on the negated values keeps the feature order on ties.
         order_pos = np.argsort(-phi, axis=1, kind="stable")[:, : min(self.n_positive, n_feat)]
         order_neg = np.argsort(phi, axis=1, kind="stable")[:, : min(self.n_negative, n_feat)]
-        out: list[dict[str, list[dict[str, Any]]]] = []
-        names = self.feature_names
+        out: list[dict[str, Any]] = []
         for i in range(n):
             row = phi[i]
             positive = [
-                {"feature": names[j], "text": self.describe(Xe, i, j), "contribution": float(row[j])}
+                {
+                    "feature": names[drivers[j]],
+                    "text": self.describe(Xe, i, int(drivers[j])),
+                    "contribution": float(row[j]),
+                }
                 for j in order_pos[i]
                 if row[j] > 0.0
             ]
             negative = [
-                {"feature": names[j], "text": self.describe(Xe, i, j), "contribution": float(row[j])}
+                {
+                    "feature": names[drivers[j]],
+                    "text": self.describe(Xe, i, int(drivers[j])),
+                    "contribution": float(row[j]),
+                }
                 for j in order_neg[i]
                 if row[j] < 0.0
             ]
-            out.append({"positive": positive, "negative": negative})
+            context = [
+                {"feature": names[j], "text": self.describe(Xe, i, j), "contribution": float(contrib[i, j])}
+                for j in state
+            ]
+            shown = sum(d["contribution"] for d in positive + negative + context)
+            out.append(
+                {"positive": positive, "negative": negative, "context": context, "rest": float(margin[i] - shown)}
+            )
         return out
 
     # -- needs ------------------------------------------------------------------------------------
@@ -428,7 +468,35 @@ class Explainer:
     def next_best_actions_from_encoded(
         self, Xe: np.ndarray, readiness: np.ndarray | None = None
     ) -> list[dict[str, Any] | None]:
-        """The action with the largest readiness gain per row (``None`` when none raises readiness)."""
+        """Per row, the action with the largest estimated effect for leads at its stage (module docstring).
+
+        ``None`` for every row when no action is configured; otherwise a dict whose ``action`` is ``None``
+        when no action has evidence of an effect (or the model carries no effect estimates).
+        """
+        from models.explain.effects import ActionEffects
+
+        n = len(Xe)
+        if not self.actions or n == 0:
+            return [None] * n
+        table = getattr(self.model, "effects", None)
+        effects = ActionEffects(table if table is not None else _EMPTY_EFFECTS)
+        candidates = [(a.name, a.label, a.activity_type) for a in self.actions]
+        stages: list[Any] = (
+            [self.value_of(Xe, i, self._stage_col) for i in range(n)] if self._stage_col is not None else [None] * n
+        )
+        cache: dict[Any, dict[str, Any]] = {}
+        out: list[dict[str, Any] | None] = []
+        for stage in stages:
+            if stage not in cache:
+                cache[stage] = effects.recommend(stage, candidates)
+            out.append(dict(cache[stage]))
+        return out
+
+    def counterfactual_actions_from_encoded(
+        self, Xe: np.ndarray, readiness: np.ndarray | None = None
+    ) -> list[dict[str, Any] | None]:
+        """The model's what-if: the action with the largest readiness gain per row (``None`` when none
+        raises readiness). Correlational, not a recommendation (module docstring)."""
         n = len(Xe)
         if not self.actions or n == 0:
             return [None] * n

@@ -216,7 +216,15 @@ class ScoringModel:
         stage_labels: stage names in class order (buckets order).
         score_scale: readiness -> 0-100 score (default: probability in percent).
         metadata: JSON-friendly facts about the training run (trained_at, metrics, config, ...).
+
+    Attributes:
+        effects: the estimated effects of campaigns and actions (the table of
+            :class:`models.explain.effects.EffectEstimator`), attached at training so that serving's
+            next-best actions need nothing else; ``None`` when none were estimated (also for models
+            pickled before effects existed: this class attribute is their default).
     """
+
+    effects: pd.DataFrame | None = None
 
     def __init__(
         self,

@@ -169,3 +169,46 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], labels: Sequence[st
     ax.set(xlabel="Predicted stage", ylabel="True stage", title="Stage confusion matrix (test)")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return fig
+
+
+def effects_forest_figure(table: pd.DataFrame, title: str = "Estimated effect on conversion (95 % interval)") -> Figure:
+    """Forest plot of an effect table (:mod:`models.explain.effects`): one line per campaign and action.
+
+    Rows without an estimate are listed with "not estimable"; the dashed line is "no effect".
+    """
+    rows = table[table["segment"] == "all"].reset_index(drop=True)
+    labels = [
+        f"{c} ({a})" if isinstance(c, str) and c else f"action {a}"
+        for c, a in zip(rows["campaign_id"], rows["action"], strict=True)
+    ]
+    fig = _figure((6.4, max(2.4, 0.28 * len(rows) + 1.2)))
+    ax = fig.subplots()
+    y = np.arange(len(rows))[::-1]
+    est = rows["estimate"].to_numpy(dtype=float)
+    lo, hi = rows["ci_low"].to_numpy(dtype=float), rows["ci_high"].to_numpy(dtype=float)
+    ok = np.isfinite(est)
+    flagged = ok & ((lo > 0) | (hi < 0))
+    ax.errorbar(
+        est[ok & ~flagged],
+        y[ok & ~flagged],
+        xerr=[est[ok & ~flagged] - lo[ok & ~flagged], hi[ok & ~flagged] - est[ok & ~flagged]],
+        fmt="o",
+        color="grey",
+        label="no evidence of effect",
+    )
+    ax.errorbar(
+        est[flagged],
+        y[flagged],
+        xerr=[est[flagged] - lo[flagged], hi[flagged] - est[flagged]],
+        fmt="o",
+        color="tab:blue",
+        label="effect",
+    )
+    for yy in y[~ok]:
+        ax.text(0, yy, "not estimable", va="center", ha="center", fontsize=7, color="grey")
+    ax.axvline(0, linestyle="--", color="black", linewidth=1)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set(xlabel="Change in the chance to convert within the horizon", title=title)
+    if ok.any():
+        ax.legend(loc="lower right", fontsize=7)
+    return fig

@@ -50,6 +50,7 @@ TEST_ROWS_ARTIFACT = "evaluation/test_rows.parquet"
 REFERENCE_ROWS_ARTIFACT = "monitoring/reference_rows.parquet"
 CONFIG_ARTIFACT = "config.yaml"
 LINEAGE_ARTIFACT = "lineage.json"
+EFFECTS_ARTIFACT = "effects/effects.csv"  # the effect table of models.explain.effects, when estimated
 LEAKAGE_ARTIFACT = "evaluation/leakage.json"
 PLOTS_DIR = "plots"
 BASELINE_PREFIX = "baseline_"
@@ -681,6 +682,14 @@ def log_training_result(
         artifacts["evaluation/notes.json"] = {"notes": list(result.notes)}
     if leakage is not None:
         artifacts[LEAKAGE_ARTIFACT] = leakage.to_dict()
+    figures = dict(result.figures or {})
+    effects = getattr(result.model, "effects", None)
+    if effects is not None:
+        # the champion's effect table, for the report: load_effects(...) in models.explain.effects
+        from models.judge.plots import effects_forest_figure
+
+        artifacts[EFFECTS_ARTIFACT] = effects
+        figures["effects_forest"] = effects_forest_figure(effects)
 
     test = result.test_frame
     test_rows = test[[c for c in (*ID_COLUMNS, *LABEL_COLUMNS) if c in test.columns]]
@@ -699,7 +708,7 @@ def log_training_result(
         params=params,
         config=result.config,
         lineage=lineage,
-        figures=result.figures,
+        figures=figures,
         artifacts=artifacts,
         tags=tags,
         run_name=run_name,
@@ -828,3 +837,29 @@ def log_monitor_run(
         raise
     client.set_terminated(run_id, status="FINISHED")
     return run_id
+
+
+def load_effects(run_id: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """The effect table logged with a training run (``effects/effects.csv``), e.g. the champion's.
+
+    Columns: :data:`models.explain.effects.TABLE_COLUMNS` (``campaign_id`` empty for actions; ``segment``
+    "all" for the one-row-per-campaign-or-action view). The champion's scoring model carries the same
+    table as ``ScoringModel.effects``.
+
+    Raises:
+        FileNotFoundError: if the run logged no effect table (trained before effects existed, or on
+            single-snapshot data).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from models.explain.effects import read_effects
+
+    with tempfile.TemporaryDirectory(prefix="leadscore-effects-") as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=EFFECTS_ARTIFACT, dst_path=tmp, tracking_uri=tracking_uri
+            )
+        except (MlflowException, OSError) as exc:
+            raise FileNotFoundError(f"run {run_id} has no {EFFECTS_ARTIFACT} ({exc})") from exc
+        return read_effects(path)

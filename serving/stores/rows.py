@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
 import numpy as np
 import pandas as pd
@@ -45,13 +45,19 @@ class _Reasons(TypedDict):
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
     positive: Annotated[list[_Reason], Field(max_length=20)]
     negative: Annotated[list[_Reason], Field(max_length=20)]
+    context: NotRequired[Annotated[list[_Reason], Field(max_length=20)]]
+    rest: NotRequired[_Finite]
 
 
 class _Action(TypedDict):
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
-    action: _Text
+    action: _Text | None
     label: _Text
     readiness_gain: Annotated[float, Field(ge=-1.0, le=1.0)]
+    ci_low: NotRequired[_Finite | None]
+    ci_high: NotRequired[_Finite | None]
+    segment: NotRequired[_Text | None]
+    estimated: NotRequired[bool]
 
 
 _REASONS = TypeAdapter(list[_Reasons | None])

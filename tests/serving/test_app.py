@@ -75,6 +75,32 @@ def _batch_frame(model: Any, features: pd.DataFrame, policy: HandoffPolicy) -> p
     )
 
 
+EFFECTS = pd.DataFrame(
+    [
+        {
+            "kind": "action",
+            "campaign_id": "",
+            "action": "invite_to_webinar",
+            "activity_type": "webinar",
+            "segment": g,
+            "n_exposed": 100,
+            "estimate": e,
+            "ci_low": lo,
+            "ci_high": hi,
+        }
+        for g, e, lo, hi in (("all", 0.01, 0.001, 0.02), ("new", 0.02, 0.01, 0.03), ("mql", 0.03, -0.01, 0.07))
+    ]
+)
+
+
+def test_the_logged_run_carries_the_effect_table(trained: Trained, mlflow_target: TrackingTarget) -> None:  # noqa: F811
+    from models.package.tracking import load_effects
+
+    run_id = mlflow_target.client().get_model_version(trained.model_name, "1").run_id
+    table = load_effects(run_id, tracking_uri=mlflow_target.tracking_uri)
+    assert list(table["segment"]) == ["all", "new", "mql"] and list(table["campaign_id"]) == ["", "", ""]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, mlflow_target: TrackingTarget) -> Trained:  # noqa: F811
     from features.build import build_features
@@ -93,6 +119,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, mlflow_target: TrackingTar
     config = FeatureConfig()
     frame, spec = build_features(history, snapshot_dates(history, 14), config)
     result = train_models(frame, spec, fast_config())
+    # the effect estimates travel inside the one logged model (here a made-up table: webinars work for new leads)
+    result.model.effects = EFFECTS
     name = f"serve-{uuid.uuid4().hex[:8]}"
     run = log_training_result(mlflow_target, result, experiment="serving-tests", registered_model_name=name)
     client = mlflow_target.client()
@@ -248,7 +276,13 @@ def test_score_by_id_matches_the_model_on_point_in_time_features(client: TestCli
         positive, negative = p["reasons"]["positive"], p["reasons"]["negative"]
         assert 0 < len(positive) + len(negative) <= 10
         assert all(r["contribution"] >= 0 for r in positive) and all(r["contribution"] <= 0 for r in negative)
-        assert p["next_best_action"]["action"] in {a.name for a in trained.policy.next_best_actions}
+        nba = p["next_best_action"]
+        assert nba["estimated"] is True
+        if nba["segment"] == "new":
+            assert nba["action"] == "invite_to_webinar" and nba["ci_low"] == 0.01 and nba["readiness_gain"] == 0.02
+        else:
+            assert nba["action"] is None and nba["label"] == "no action with evidence of effect"
+        assert [c["feature"] for c in p["reasons"]["context"]] == ["stage", "days_in_stage"]
         assert p["handoff"]["handoff_id"] is None  # on-demand scoring never records a handoff
 
 

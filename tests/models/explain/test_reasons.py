@@ -10,7 +10,7 @@ import pytest
 
 from features.build import build_features
 from features.history import ProspectHistory
-from models.explain.reasons import CounterfactualAction, Explainer, activity_noun, feature_text
+from models.explain.reasons import STATE_FEATURES, CounterfactualAction, Explainer, activity_noun, feature_text
 from tests.models.sim_scoring import SimulatedScoring, simulated_scoring
 
 ACTIONS = [
@@ -104,13 +104,15 @@ def test_reasons_are_the_strongest_signed_drivers_with_texts_of_the_lead_values(
     reasons = explainer.reasons_from_encoded(Xe)
     names = sim.model.feature_names
     categorical = set(sim.model.spec.categorical)
+    drivers = [j for j, n in enumerate(names) if n not in STATE_FEATURES]
     for i, r in enumerate(reasons):
         pos, neg = r["positive"], r["negative"]
         assert len(pos) <= 5 and len(neg) <= 5
         assert all(d["contribution"] > 0 for d in pos) and all(d["contribution"] < 0 for d in neg)
-        # exactly the top of the sorted contributions
-        expected_pos = [names[j] for j in np.argsort(-phi[i], kind="stable")[:5] if phi[i, j] > 0]
-        expected_neg = [names[j] for j in np.argsort(phi[i], kind="stable")[:5] if phi[i, j] < 0]
+        # exactly the top of the sorted contributions of the behaviour and fit drivers (no CRM state)
+        d_phi = phi[i, drivers]
+        expected_pos = [names[drivers[j]] for j in np.argsort(-d_phi, kind="stable")[:5] if d_phi[j] > 0]
+        expected_neg = [names[drivers[j]] for j in np.argsort(d_phi, kind="stable")[:5] if d_phi[j] < 0]
         assert [d["feature"] for d in pos] == expected_pos
         assert [d["feature"] for d in neg] == expected_neg
         for d in pos + neg:
@@ -233,7 +235,7 @@ def test_topic_action_moves_interest_towards_its_topic(
     np.testing.assert_array_equal(cf[none_before, top], security_code)
 
 
-def test_next_best_action_is_the_largest_gain_from_one_stacked_prediction(
+def test_counterfactual_what_if_is_the_largest_gain_from_one_stacked_prediction(
     sim: SimulatedScoring, frame: pd.DataFrame, explainer: Explainer
 ) -> None:
     Xe = sim.model.encode(frame.iloc[:300])
@@ -243,7 +245,7 @@ def test_next_best_action_is_the_largest_gain_from_one_stacked_prediction(
     for a in range(len(ACTIONS)):  # the stacked call equals predicting each action on its own
         alone = sim.model.calibration(sim.model.margin_from_encoded(cf[:, a, :]))
         np.testing.assert_allclose(gains[:, a], alone - base, rtol=1e-12, atol=1e-12)
-    best = explainer.next_best_actions_from_encoded(Xe)
+    best = explainer.counterfactual_actions_from_encoded(Xe)
     suggested = 0
     for i, nba in enumerate(best):
         top = int(np.argmax(gains[i]))
@@ -264,3 +266,78 @@ def test_actions_must_fit_the_model(sim: SimulatedScoring) -> None:
         Explainer(sim.model, [CounterfactualAction("garden", "webinar", "Gardening webinar", topic="gardening")])
     with pytest.raises(ValueError, match="count must be >= 1"):
         CounterfactualAction("none", "webinar", "Nothing", count=0)
+
+
+def test_crm_state_is_context_and_everything_sums_to_the_log_odds(
+    sim: SimulatedScoring, frame: pd.DataFrame, explainer: Explainer
+) -> None:
+    Xe = sim.model.encode(frame.iloc[:300])
+    reasons = explainer.reasons_from_encoded(Xe)
+    margin = sim.model.margin_from_encoded(Xe)
+    stage_col = sim.model.feature_names.index("stage")
+    for i, r in enumerate(reasons):
+        assert not {d["feature"] for d in r["positive"] + r["negative"]} & set(STATE_FEATURES)
+        assert [d["feature"] for d in r["context"]] == [n for n in sim.model.feature_names if n in STATE_FEATURES]
+        stage = explainer.value_of(Xe, i, stage_col)
+        assert r["context"][0]["text"] == f"stage {stage}"
+        total = sum(d["contribution"] for d in r["positive"] + r["negative"] + r["context"]) + r["rest"]
+        assert total == pytest.approx(float(margin[i]), abs=1e-9)
+    # the stage is a real driver of the model: moving it out of the reasons changes them for someone
+    assert any(abs(r["context"][0]["contribution"]) > 0.05 for r in reasons)
+
+
+def _effects_table(rows: list[tuple[str, str, float, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "kind": "action",
+                "action": a,
+                "activity_type": t,
+                "segment": g,
+                "estimate": e,
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+            for (t, g, e, lo, hi), a in zip(rows, [f"a{i}" for i in range(len(rows))], strict=True)
+        ]
+    )
+
+
+def test_next_best_action_is_the_largest_estimated_effect_with_evidence_for_the_stage(
+    sim: SimulatedScoring, frame: pd.DataFrame
+) -> None:
+    import copy
+
+    model = copy.copy(sim.model)
+    model.effects = _effects_table(
+        [
+            ("webinar", "new", 0.03, 0.01, 0.05),
+            ("email_click", "new", 0.05, -0.01, 0.11),  # larger, but its interval includes 0
+            ("demo_request", "new", 0.02, 0.005, 0.035),
+            ("webinar", "mql", 0.01, -0.02, 0.04),
+            ("sales_call", "mql", 0.04, 0.02, 0.06),
+        ]
+    )
+    Xe = model.encode(frame.iloc[:400])
+    best = Explainer(model, ACTIONS).next_best_actions_from_encoded(Xe)
+    stage_col = model.feature_names.index("stage")
+    seen = set()
+    for i, nba in enumerate(best):
+        stage = Explainer(model).value_of(Xe, i, stage_col)
+        seen.add(stage)
+        assert nba is not None and nba["estimated"] is True and nba["segment"] == stage
+        if stage == "new":
+            assert nba["action"] == "security_webinar" and nba["readiness_gain"] == 0.03 and nba["ci_low"] == 0.01
+            assert "estimated" in nba["label"]
+        elif stage == "mql":
+            assert nba["action"] == "schedule_call"
+        else:
+            assert nba["action"] is None and nba["label"] == "no action with evidence of effect"
+    assert {"new", "mql"} <= seen
+
+
+def test_a_model_without_effect_estimates_recommends_nothing(sim: SimulatedScoring, frame: pd.DataFrame) -> None:
+    Xe = sim.model.encode(frame.iloc[:50])
+    assert sim.model.effects is None
+    for nba in Explainer(sim.model, ACTIONS).next_best_actions_from_encoded(Xe):
+        assert nba is not None and nba["action"] is None and nba["label"] == "no action with evidence of effect"
