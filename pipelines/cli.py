@@ -30,9 +30,17 @@ err_console = Console(stderr=True)
 @app.callback()
 def _main() -> None:
     """Predictive lead scoring for the marketing -> sales handoff."""
-    from pipelines.runtime import apply_runtime_defaults
+    from pipelines.runtime import apply_runtime_defaults, install_termination_handlers
 
     apply_runtime_defaults()
+    install_termination_handlers()
+
+
+def _guard_prefect() -> None:
+    """Before a flow runs: Prefect's temporary API server must end with this command (SIGKILL too)."""
+    from pipelines.runtime import guard_ephemeral_server
+
+    guard_ephemeral_server()
 
 
 @contextmanager
@@ -182,6 +190,7 @@ def features(
         if (horizon_days := _days(horizon, "--horizon")) is not None:
             updates["horizon_days"] = horizon_days
         feature_cfg = cfg.features.model_copy(update=updates)
+        _guard_prefect()
         from pipelines.flows import build_features_flow
 
         summary = _run_with_status(
@@ -223,6 +232,7 @@ def train(
     settings = get_settings()
     with user_errors():
         cfg = load_config(config)
+        _guard_prefect()
         from pipelines.flows import train_flow
 
         summary = _run_with_status(
@@ -385,6 +395,7 @@ def score(
 
         try:
             load_policy(policy)  # fail fast on a bad policy, before loading the model and data
+            _guard_prefect()
             from pipelines.flows import score_batch_flow
 
             summary = _run_with_status(
