@@ -47,6 +47,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import ApiKeyAuth, ApiKeyring
+from serving.itemized import score_items
 from serving.model_watch import ChampionWatcher, LoadedChampion, PeriodicThread
 from serving.schemas import (
     API_VERSION,
@@ -71,11 +72,13 @@ from serving.schemas import (
     predictions_json,
     validation_error_response,
 )
+from serving.schemas.results import ScoreResultsResponse, results_json
 from serving.stores import FeedbackConflictError, ScoreStore, UnknownHandoffError
 
 if TYPE_CHECKING:
     from features.history import ProspectHistory
     from models.package.bundle import LoadedModelInfo
+    from serving.lead_states import EachScored
     from serving.policy import HandoffPolicy
 
 log = logging.getLogger(__name__)
@@ -124,6 +127,10 @@ class Scorer(Protocol):
         explain: bool = True,
         as_records: bool = False,
     ) -> Sequence[Any]: ...
+
+    def score_each(
+        self, lead_ids: Sequence[str], as_of: datetime | None = None, *, explain: bool = True
+    ) -> EachScored: ...
 
 
 ScorerFactory = Callable[[Any, "LoadedModelInfo"], Scorer]
@@ -517,6 +524,29 @@ def create_app(config: ServiceConfig) -> FastAPI:
             records = await run_in_threadpool(_score_records, state, scorer, body, by_id, inline)
         return Response(predictions_json(records), media_type="application/json")
 
+    @app.post("/v2/score", response_model=ScoreResultsResponse, tags=["scoring"], dependencies=secured)
+    async def score_each(body: ScoreRequest, request: Request) -> Response:
+        """Score 1-100 leads with one result each, in request order: `scored`, `not_open` or `unknown`.
+
+        Same request as `/v1/score`. A lead that is not open at `as_of` (created later, converted or
+        closed) or not in the service's data does not fail the request: its result says what it is (with
+        its latest stored score). Only a malformed request fails (4xx).
+        """
+        state = _state(request)
+        scorer = _champion(state).service
+        _check_score_request(state, body, [], [(i, it.inline) for i, it in enumerate(body.items) if it.inline])
+        ids = [item.lead_id for item in body.items if item.lead_id is not None]
+        if state.history is None:  # inline leads were refused above: every lead by id is unknown here
+            records = [
+                {"index": i, "lead_id": item.key, "status": "unknown", "prediction": None, "not_open": None}
+                for i, item in enumerate(body.items)
+            ]
+        elif len(ids) == len(body.items) <= INLINE_SCORING_MAX_LEADS and body.as_of is None and scorer.ready_for(ids):
+            records = score_items(scorer, body, state.history.contract)  # cached: no I/O (see /v1/score)
+        else:
+            records = await run_in_threadpool(score_items, scorer, body, state.history.contract)
+        return Response(results_json(records), media_type="application/json")
+
     @app.get(
         "/v1/leads/{lead_id}/score",
         response_model=Prediction,
@@ -647,13 +677,14 @@ def _score_records(
 
 
 def _not_open(state: AppState, scorer: Scorer, by_id: list[tuple[int, str]], as_of: datetime | None) -> ApiError:
-    """The 422 for known leads that are not open at as_of, naming exactly those items."""
+    """The 422 for known leads that are not open at as_of, naming exactly those items (one scoring pass)."""
+    each = scorer.score_each([lead for _, lead in by_id], as_of, explain=False)
     closed = []
-    for i, lead in by_id:  # error path only: find which leads the service refused
-        try:
-            scorer.score_leads([lead], as_of, explain=False)
-        except LookupError as exc:
-            closed.append(FieldError(field=f"items.{i}.lead_id", message=str(exc)))
+    for i, lead in by_id:
+        if lead in each.not_open:
+            found, _ = each.not_open[lead]
+            what = f"{found.reason.replace('_', ' ')} ({found.at:%Y-%m-%dT%H:%M:%SZ})" if found else "closed"
+            closed.append(FieldError(field=f"items.{i}.lead_id", message=f"lead '{lead}' is not open at as_of: {what}"))
     return ApiError(
         422,
         "validation_error",
