@@ -53,6 +53,7 @@ from serving.schemas import (
     API_VERSION,
     DEFAULT_QUEUE_LIMIT,
     MAX_QUEUE_LIMIT,
+    MAX_QUEUE_OFFSET,
     ErrorBody,
     ErrorCode,
     ErrorResponse,
@@ -565,7 +566,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def handoff_queue(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=MAX_QUEUE_LIMIT, description="Page size.")] = DEFAULT_QUEUE_LIMIT,
-        offset: Annotated[int, Query(ge=0, description="Leads to skip.")] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_QUEUE_OFFSET, description="Leads to skip.")] = 0,
     ) -> HandoffQueuePage:
         """The current batch's handed-off leads, highest readiness first."""
         page = _state(request).store.handoff_queue(limit=limit, offset=offset)

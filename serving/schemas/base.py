@@ -16,6 +16,8 @@ MAX_ATTRIBUTES = 200
 MAX_FEEDBACK_TEXT = 2_000
 DEFAULT_QUEUE_LIMIT = 50
 MAX_QUEUE_LIMIT = 500
+MAX_QUEUE_OFFSET = 1_000_000_000
+"""Largest ``offset`` of ``GET /v1/handoff`` (a larger integer does not fit the store's 64-bit column)."""
 FUTURE_TOLERANCE = timedelta(minutes=5)
 """Clock skew allowed between a CRM and the service before an event counts as "in the future"."""
 

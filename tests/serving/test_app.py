@@ -725,3 +725,19 @@ def test_v2_score_fails_only_a_malformed_request(client: TestClient, trained: Tr
     response = client.post("/v2/score", headers=AUTH, json={"items": [{"inline": bad_inline}]})
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "items.0.inline.attributes.no_such_attribute"
+
+
+# -- inputs found by fuzzing (issue 15) -----------------------------------------------------------------
+def test_huge_handoff_offset_is_422_not_500(client: TestClient) -> None:
+    response = client.get("/v1/handoff", headers=AUTH, params={"offset": "9144874796754516574208"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["field"] == "offset"
+    assert client.get("/v1/handoff", headers=AUTH, params={"offset": 1_000_000_000}).status_code == 200
+
+
+@pytest.mark.parametrize("route", ["/v1/score", "/v2/score"])
+def test_inline_timestamp_out_of_range_in_utc_is_422_not_500(client: TestClient, route: str) -> None:
+    inline = {"lead_id": "x", "created_at": "0001-01-01T00:00:00+12:16"}
+    response = client.post(route, headers=AUTH, json={"items": [{"inline": inline}]})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["field"] == "items.0.inline.created_at"
