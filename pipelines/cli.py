@@ -502,6 +502,21 @@ def serve(
             "request). Trends and cool-downs may lag a newly written batch by up to this long.",
         ),
     ] = 1.0,
+    deadline_seconds: Annotated[
+        float,
+        typer.Option("--deadline-seconds", min=0.001, help="A request not answered this fast gets 503 + Retry-After."),
+    ] = 2.0,
+    max_in_flight: Annotated[
+        int, typer.Option("--max-in-flight", min=1, help="More requests in progress than this get 503 at once.")
+    ] = 64,
+    rate_limit: Annotated[
+        float | None,
+        typer.Option("--rate-limit", min=0.001, help="Requests a second per API key, 429 past it (default: off)."),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="Browser origin allowed to call the API (repeatable; default: no CORS)."),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
 ) -> None:
@@ -533,6 +548,10 @@ def serve(
             poll_seconds=poll_seconds,
             max_body_bytes=max_body_bytes,
             store_check_seconds=store_check_seconds,
+            deadline_seconds=deadline_seconds,
+            max_in_flight=max_in_flight,
+            rate_limit_per_second=rate_limit,
+            cors_origins=tuple(cors_origin or ()),
         )
         application = create_app(config)  # refuses to start without API keys
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -48,6 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import ApiKeyAuth, ApiKeyring
 from serving.itemized import score_items
+from serving.limits import DEFAULT_DEADLINE_SECONDS, DEFAULT_MAX_IN_FLIGHT, LoadShedder, RateLimiter
 from serving.model_watch import ChampionWatcher, LoadedChampion, PeriodicThread
 from serving.schemas import (
     API_VERSION,
@@ -159,6 +160,10 @@ class ServiceConfig:
         store_check_seconds: how often on-demand scoring checks the store for a new batch (0 = every request,
             exact; > 0 saves a query per request, e.g. on a remote PostgreSQL, at the cost of trends and
             cool-downs lagging a new batch by up to that long; see ``serving.service``, "Store facts").
+        deadline_seconds / max_in_flight: a request not answered within the deadline, or past that many in
+            progress, gets 503 + Retry-After at once (``serving.limits.LoadShedder``).
+        rate_limit_per_second / rate_limit_burst: per API key, 429 + Retry-After past it (None = off).
+        cors_origins: browser origins allowed to call the API (empty = no CORS headers at all, the default).
     """
 
     tracking_uri: str | None
@@ -173,6 +178,12 @@ class ServiceConfig:
     scorer_factory: ScorerFactory | None = None
     history: ProspectHistory | None = field(default=None, repr=False)
     store_check_seconds: float = 0.0
+    # load shedding and rate limits (serving/limits.py); CORS stays off unless origins are listed
+    deadline_seconds: float = DEFAULT_DEADLINE_SECONDS
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    rate_limit_per_second: float | None = None
+    rate_limit_burst: int | None = None
+    cors_origins: tuple[str, ...] = ()
 
 
 def default_scorer_factory(
@@ -451,9 +462,21 @@ def create_app(config: ServiceConfig) -> FastAPI:
             413: {"model": ErrorResponse, "description": "Request body too large."},
             422: {"model": ErrorResponse, "description": "Invalid input; `fields` names each invalid field."},
             500: {"model": ErrorResponse, "description": "Internal error (no details; quote the request id)."},
+            503: {
+                "model": ErrorResponse,
+                "description": "Overloaded (too many requests in progress, or the deadline passed) or no model "
+                "loaded; retry after `Retry-After` seconds.",
+            },
         },
     )
-    app.add_middleware(RequestGuard, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(LoadShedder, max_in_flight=config.max_in_flight, deadline_seconds=config.deadline_seconds)
+    if config.rate_limit_per_second is not None:
+        app.add_middleware(RateLimiter, rate=config.rate_limit_per_second, burst=config.rate_limit_burst)
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"])
+    app.add_middleware(RequestGuard, max_body_bytes=config.max_body_bytes)  # outermost: ids on every answer
     _install_error_handlers(app)
     secured = [Depends(auth)]
 

@@ -28,6 +28,8 @@ ErrorCode = Literal[
     "payload_too_large",
     "not_ready",
     "internal_error",
+    "overloaded",
+    "rate_limited",
 ]
 
 

@@ -741,3 +741,21 @@ def test_inline_timestamp_out_of_range_in_utc_is_422_not_500(client: TestClient,
     response = client.post(route, headers=AUTH, json={"items": [{"inline": inline}]})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["fields"][0]["field"] == "items.0.inline.created_at"
+
+
+def test_cors_is_off_by_default(client: TestClient) -> None:
+    preflight = client.options(
+        "/v1/score",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+    simple = client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in simple.headers
+
+
+def test_per_key_rate_limit_when_configured(trained: Trained) -> None:
+    config = _config(trained, rate_limit_per_second=1, rate_limit_burst=2)
+    with TestClient(create_app(config), raise_server_exceptions=False) as limited:
+        codes = [limited.get("/v1/model", headers=AUTH).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert limited.get("/health").status_code == 200
