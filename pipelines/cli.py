@@ -526,12 +526,13 @@ def serve(
     $LEADSCORE_API_KEYS_FILE. One worker process; a newly promoted champion is picked up without restart.
     """
     import logging
+    import os
 
     import uvicorn
 
     from pipelines.settings import get_settings
     from serving.app import ServiceConfig, create_app
-    from serving.auth import load_api_keys
+    from serving.auth import API_KEYS_FILE_ENV, KeysFileReloader, load_api_keys
     from serving.policy import load_policy
     from serving.stores import default_store_url
 
@@ -552,6 +553,9 @@ def serve(
             max_in_flight=max_in_flight,
             rate_limit_per_second=rate_limit,
             cors_origins=tuple(cors_origin or ()),
+            api_keys_reloader=KeysFileReloader(keys_file, load_api_keys)
+            if (keys_file := os.environ.get(API_KEYS_FILE_ENV))
+            else None,
         )
         application = create_app(config)  # refuses to start without API keys
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -46,7 +46,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.auth import ApiKeyAuth, ApiKeyring
+from serving.auth import ApiKeyAuth, ApiKeyring, KeysFileReloader
 from serving.itemized import score_items
 from serving.limits import DEFAULT_DEADLINE_SECONDS, DEFAULT_MAX_IN_FLIGHT, LoadShedder, RateLimiter
 from serving.model_watch import ChampionWatcher, LoadedChampion, PeriodicThread
@@ -184,6 +184,7 @@ class ServiceConfig:
     rate_limit_per_second: float | None = None
     rate_limit_burst: int | None = None
     cors_origins: tuple[str, ...] = ()
+    api_keys_reloader: KeysFileReloader | None = None  # re-reads a changed keys file (revocation, no restart)
 
 
 def default_scorer_factory(
@@ -409,7 +410,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         raise ValueError(f"poll_seconds must be >= 0 (0 = never), got {config.poll_seconds}")
     if config.store_check_seconds < 0:
         raise ValueError(f"store_check_seconds must be >= 0 (0 = every request), got {config.store_check_seconds}")
-    auth = ApiKeyAuth(config.api_keys)  # refuses an empty keyring: the API is never open by accident
+    # refuses an empty keyring: the API is never open by accident
+    auth = ApiKeyAuth(config.api_keys, reloader=config.api_keys_reloader)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
