@@ -50,6 +50,7 @@ from serving.auth import ApiKeyAuth, ApiKeyring, KeysFileReloader
 from serving.itemized import score_items
 from serving.limits import DEFAULT_DEADLINE_SECONDS, DEFAULT_MAX_IN_FLIGHT, LoadShedder, RateLimiter
 from serving.model_watch import ChampionWatcher, LoadedChampion, PeriodicThread
+from serving.openapi_contract import install_contract_openapi
 from serving.schemas import (
     API_VERSION,
     DEFAULT_QUEUE_LIMIT,
@@ -459,6 +460,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         "shape and carry a request id (also in the `X-Request-ID` response header).",
         lifespan=lifespan,
         responses={
+            400: {
+                "model": ErrorResponse,
+                "description": "Malformed request: a body that is not JSON, or a bad header.",
+            },
             401: {"model": ErrorResponse, "description": "Missing or malformed bearer token."},
             403: {"model": ErrorResponse, "description": "Unknown API key."},
             413: {"model": ErrorResponse, "description": "Request body too large."},
@@ -480,6 +485,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"])
     app.add_middleware(RequestGuard, max_body_bytes=config.max_body_bytes)  # outermost: ids on every answer
     _install_error_handlers(app)
+    install_contract_openapi(
+        app,
+        lambda: (state.history, state.store) if (state := getattr(app.state, "leadscore", None)) is not None else None,
+    )
     secured = [Depends(auth)]
 
     @app.get("/health", response_model=HealthResponse, tags=["operations"])

@@ -353,19 +353,19 @@ class ScoreItem(BaseModel):
 
 _SCORE_REQUEST_EXAMPLE: dict[str, Any] = {
     "items": [
-        {"lead_id": "L-000123"},
+        {"lead_id": "L0000123"},
         {
             "inline": {
                 "lead_id": "crm-98765",
                 "created_at": "2026-10-02T08:15:00Z",
-                "attributes": {"industry": "software", "company_size": "11-50", "annual_revenue": 4200000},
+                "attributes": {"industry": "software", "company_size": "11-50", "annual_revenue_musd": 4.2},
                 "activities": [
                     {
                         "occurred_at": "2026-11-20T09:30:00+01:00",
                         "activity_type": "pricing_page_view",
-                        "topic": "pricing",
+                        "topic": "analytics",
                     },
-                    {"occurred_at": "2026-11-24T14:02:00Z", "activity_type": "webinar_attended", "channel": "web"},
+                    {"occurred_at": "2026-11-24T14:02:00Z", "activity_type": "webinar", "channel": "web"},
                 ],
                 "stage_history": [
                     {"stage": "new", "entered_at": "2026-10-02T08:15:00Z"},

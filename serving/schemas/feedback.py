@@ -35,7 +35,15 @@ class FeedbackRequest(BaseModel):
                     "text": "Budget frozen until Q2; call back in March.",
                 },
                 {"lead_id": "L-000456", "handoff_id": "9b8e7d6c5a4f3e2d1c0b9a8f7e6d5c4b", "outcome": "accepted"},
-            ]
+            ],
+            # what _reason_for_rejection enforces, stated in the schema: rejected needs a reason_code
+            "anyOf": [
+                {"properties": {"outcome": {"const": "accepted"}}},
+                {
+                    "properties": {"outcome": {"const": "rejected"}, "reason_code": {"type": "string"}},
+                    "required": ["reason_code"],
+                },
+            ],
         },
     )
 
