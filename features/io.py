@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from collections.abc import Callable
@@ -44,11 +45,46 @@ def read_raw_table(path: str | Path) -> pd.DataFrame:
     raise ContractError(f"{path}: unsupported table format (expected .parquet or .csv)")
 
 
-def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete temporaries of ``path`` left by a writer that was killed (SIGKILL, OOM) mid-write.
+
+    Temporaries are named ``.NAME.PID.XXXX.tmp``; one whose process is gone can never be committed.
+    SIGTERM already removes its own temporaries (the writers clean up on ``SystemExit``); this sweep,
+    run before every new write of ``path``, covers the kills nothing can intercept.
+    """
+    removed: list[Path] = []
+    prefix = f".{path.name}."
+    if not path.parent.is_dir():
+        return removed
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid_text = tmp.name[len(prefix) :].split(".", 1)[0]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def make_temporary(path: Path) -> Path:
+    """An empty temporary file beside ``path`` named after this process, stale ones swept first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    tmp = Path(tmp_name)
+    return Path(tmp_name)
+
+
+def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+    tmp = make_temporary(path)
     try:
         writer(tmp)
         # mkstemp creates 0600 files; give the result the permissions a normal open() would.

@@ -30,9 +30,17 @@ err_console = Console(stderr=True)
 @app.callback()
 def _main() -> None:
     """Predictive lead scoring for the marketing -> sales handoff."""
-    from pipelines.runtime import apply_runtime_defaults
+    from pipelines.runtime import apply_runtime_defaults, install_termination_handlers
 
     apply_runtime_defaults()
+    install_termination_handlers()
+
+
+def _guard_prefect() -> None:
+    """Before a flow runs: Prefect's temporary API server must end with this command (SIGKILL too)."""
+    from pipelines.runtime import guard_ephemeral_server
+
+    guard_ephemeral_server()
 
 
 @contextmanager
@@ -282,6 +290,7 @@ def features(
         if (horizon_days := _days(horizon, "--horizon")) is not None:
             updates["horizon_days"] = horizon_days
         feature_cfg = cfg.features.model_copy(update=updates)
+        _guard_prefect()
         from pipelines.flows import build_features_flow
 
         summary = _run_with_status(
@@ -331,6 +340,7 @@ def train(
     settings = get_settings()
     with user_errors():
         cfg = load_config(config)
+        _guard_prefect()
         from pipelines.flows import train_flow
 
         summary = _run_with_status(
@@ -521,6 +531,7 @@ def score(
 
         try:
             load_policy(policy)  # fail fast on a bad policy, before loading the model and data
+            _guard_prefect()
             from pipelines.flows import score_batch_flow
 
             summary = _run_with_status(
@@ -856,6 +867,21 @@ def serve(
             "request). Trends and cool-downs may lag a newly written batch by up to this long.",
         ),
     ] = 1.0,
+    deadline_seconds: Annotated[
+        float,
+        typer.Option("--deadline-seconds", min=0.001, help="A request not answered this fast gets 503 + Retry-After."),
+    ] = 2.0,
+    max_in_flight: Annotated[
+        int, typer.Option("--max-in-flight", min=1, help="More requests in progress than this get 503 at once.")
+    ] = 64,
+    rate_limit: Annotated[
+        float | None,
+        typer.Option("--rate-limit", min=0.001, help="Requests a second per API key, 429 past it (default: off)."),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="Browser origin allowed to call the API (repeatable; default: no CORS)."),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
 ) -> None:
@@ -865,12 +891,13 @@ def serve(
     $LEADSCORE_API_KEYS_FILE. One worker process; a newly promoted champion is picked up without restart.
     """
     import logging
+    import os
 
     import uvicorn
 
     from pipelines.settings import get_settings
     from serving.app import ServiceConfig, create_app
-    from serving.auth import load_api_keys
+    from serving.auth import API_KEYS_FILE_ENV, KeysFileReloader, load_api_keys
     from serving.policy import load_policy
     from serving.stores import default_store_url
 
@@ -888,6 +915,13 @@ def serve(
             max_body_bytes=max_body_bytes,
             store_check_seconds=store_check_seconds,
             report_path=settings.report_path,
+            deadline_seconds=deadline_seconds,
+            max_in_flight=max_in_flight,
+            rate_limit_per_second=rate_limit,
+            cors_origins=tuple(cors_origin or ()),
+            api_keys_reloader=KeysFileReloader(keys_file, load_api_keys)
+            if (keys_file := os.environ.get(API_KEYS_FILE_ENV))
+            else None,
         )
         application = create_app(config)  # refuses to start without API keys
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -47,12 +47,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.auth import ApiKeyAuth, ApiKeyring
+from serving.auth import ApiKeyAuth, ApiKeyring, KeysFileReloader
+from serving.itemized import score_items
+from serving.limits import DEFAULT_DEADLINE_SECONDS, DEFAULT_MAX_IN_FLIGHT, LoadShedder, RateLimiter
 from serving.model_watch import ChampionWatcher, LoadedChampion, PeriodicThread
+from serving.openapi_contract import install_contract_openapi
 from serving.schemas import (
     API_VERSION,
     DEFAULT_QUEUE_LIMIT,
     MAX_QUEUE_LIMIT,
+    MAX_QUEUE_OFFSET,
     ErrorBody,
     ErrorCode,
     ErrorResponse,
@@ -72,11 +76,13 @@ from serving.schemas import (
     predictions_json,
     validation_error_response,
 )
+from serving.schemas.results import ScoreResultsResponse, results_json
 from serving.stores import FeedbackConflictError, ScoreStore, UnknownHandoffError
 
 if TYPE_CHECKING:
     from features.history import ProspectHistory
     from models.package.bundle import LoadedModelInfo
+    from serving.lead_states import EachScored
     from serving.policy import HandoffPolicy
 
 log = logging.getLogger(__name__)
@@ -126,6 +132,10 @@ class Scorer(Protocol):
         as_records: bool = False,
     ) -> Sequence[Any]: ...
 
+    def score_each(
+        self, lead_ids: Sequence[str], as_of: datetime | None = None, *, explain: bool = True
+    ) -> EachScored: ...
+
 
 ScorerFactory = Callable[[Any, "LoadedModelInfo"], Scorer]
 """``factory(scoring_model, info) -> Scorer``: called for every model version loaded (an exception = failed load)."""
@@ -154,6 +164,10 @@ class ServiceConfig:
             cool-downs lagging a new batch by up to that long; see ``serving.service``, "Store facts").
         report_path: the alignment report ``GET /v1/report`` serves (written by ``leadscore report``); None = no
             report route content (404).
+        deadline_seconds / max_in_flight: a request not answered within the deadline, or past that many in
+            progress, gets 503 + Retry-After at once (``serving.limits.LoadShedder``).
+        rate_limit_per_second / rate_limit_burst: per API key, 429 + Retry-After past it (None = off).
+        cors_origins: browser origins allowed to call the API (empty = no CORS headers at all, the default).
     """
 
     tracking_uri: str | None
@@ -169,6 +183,13 @@ class ServiceConfig:
     history: ProspectHistory | None = field(default=None, repr=False)
     store_check_seconds: float = 0.0
     report_path: Path | None = None
+    # load shedding and rate limits (serving/limits.py); CORS stays off unless origins are listed
+    deadline_seconds: float = DEFAULT_DEADLINE_SECONDS
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    rate_limit_per_second: float | None = None
+    rate_limit_burst: int | None = None
+    cors_origins: tuple[str, ...] = ()
+    api_keys_reloader: KeysFileReloader | None = None  # re-reads a changed keys file (revocation, no restart)
 
 
 def default_scorer_factory(
@@ -394,7 +415,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         raise ValueError(f"poll_seconds must be >= 0 (0 = never), got {config.poll_seconds}")
     if config.store_check_seconds < 0:
         raise ValueError(f"store_check_seconds must be >= 0 (0 = every request), got {config.store_check_seconds}")
-    auth = ApiKeyAuth(config.api_keys)  # refuses an empty keyring: the API is never open by accident
+    # refuses an empty keyring: the API is never open by accident
+    auth = ApiKeyAuth(config.api_keys, reloader=config.api_keys_reloader)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -442,15 +464,35 @@ def create_app(config: ServiceConfig) -> FastAPI:
         "shape and carry a request id (also in the `X-Request-ID` response header).",
         lifespan=lifespan,
         responses={
+            400: {
+                "model": ErrorResponse,
+                "description": "Malformed request: a body that is not JSON, or a bad header.",
+            },
             401: {"model": ErrorResponse, "description": "Missing or malformed bearer token."},
             403: {"model": ErrorResponse, "description": "Unknown API key."},
             413: {"model": ErrorResponse, "description": "Request body too large."},
             422: {"model": ErrorResponse, "description": "Invalid input; `fields` names each invalid field."},
             500: {"model": ErrorResponse, "description": "Internal error (no details; quote the request id)."},
+            503: {
+                "model": ErrorResponse,
+                "description": "Overloaded (too many requests in progress, or the deadline passed) or no model "
+                "loaded; retry after `Retry-After` seconds.",
+            },
         },
     )
-    app.add_middleware(RequestGuard, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(LoadShedder, max_in_flight=config.max_in_flight, deadline_seconds=config.deadline_seconds)
+    if config.rate_limit_per_second is not None:
+        app.add_middleware(RateLimiter, rate=config.rate_limit_per_second, burst=config.rate_limit_burst)
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"])
+    app.add_middleware(RequestGuard, max_body_bytes=config.max_body_bytes)  # outermost: ids on every answer
     _install_error_handlers(app)
+    install_contract_openapi(
+        app,
+        lambda: (state.history, state.store) if (state := getattr(app.state, "leadscore", None)) is not None else None,
+    )
     secured = [Depends(auth)]
 
     @app.get("/health", response_model=HealthResponse, tags=["operations"])
@@ -521,6 +563,29 @@ def create_app(config: ServiceConfig) -> FastAPI:
             records = await run_in_threadpool(_score_records, state, scorer, body, by_id, inline)
         return Response(predictions_json(records), media_type="application/json")
 
+    @app.post("/v2/score", response_model=ScoreResultsResponse, tags=["scoring"], dependencies=secured)
+    async def score_each(body: ScoreRequest, request: Request) -> Response:
+        """Score 1-100 leads with one result each, in request order: `scored`, `not_open` or `unknown`.
+
+        Same request as `/v1/score`. A lead that is not open at `as_of` (created later, converted or
+        closed) or not in the service's data does not fail the request: its result says what it is (with
+        its latest stored score). Only a malformed request fails (4xx).
+        """
+        state = _state(request)
+        scorer = _champion(state).service
+        _check_score_request(state, body, [], [(i, it.inline) for i, it in enumerate(body.items) if it.inline])
+        ids = [item.lead_id for item in body.items if item.lead_id is not None]
+        if state.history is None:  # inline leads were refused above: every lead by id is unknown here
+            records = [
+                {"index": i, "lead_id": item.key, "status": "unknown", "prediction": None, "not_open": None}
+                for i, item in enumerate(body.items)
+            ]
+        elif len(ids) == len(body.items) <= INLINE_SCORING_MAX_LEADS and body.as_of is None and scorer.ready_for(ids):
+            records = score_items(scorer, body, state.history.contract)  # cached: no I/O (see /v1/score)
+        else:
+            records = await run_in_threadpool(score_items, scorer, body, state.history.contract)
+        return Response(results_json(records), media_type="application/json")
+
     @app.get(
         "/v1/leads/{lead_id}/score",
         response_model=Prediction,
@@ -539,7 +604,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def handoff_queue(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=MAX_QUEUE_LIMIT, description="Page size.")] = DEFAULT_QUEUE_LIMIT,
-        offset: Annotated[int, Query(ge=0, description="Leads to skip.")] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_QUEUE_OFFSET, description="Leads to skip.")] = 0,
     ) -> HandoffQueuePage:
         """The current batch's handed-off leads, highest readiness first."""
         page = _state(request).store.handoff_queue(limit=limit, offset=offset)
@@ -674,13 +739,14 @@ def _score_records(
 
 
 def _not_open(state: AppState, scorer: Scorer, by_id: list[tuple[int, str]], as_of: datetime | None) -> ApiError:
-    """The 422 for known leads that are not open at as_of, naming exactly those items."""
+    """The 422 for known leads that are not open at as_of, naming exactly those items (one scoring pass)."""
+    each = scorer.score_each([lead for _, lead in by_id], as_of, explain=False)
     closed = []
-    for i, lead in by_id:  # error path only: find which leads the service refused
-        try:
-            scorer.score_leads([lead], as_of, explain=False)
-        except LookupError as exc:
-            closed.append(FieldError(field=f"items.{i}.lead_id", message=str(exc)))
+    for i, lead in by_id:
+        if lead in each.not_open:
+            found, _ = each.not_open[lead]
+            what = f"{found.reason.replace('_', ' ')} ({found.at:%Y-%m-%dT%H:%M:%SZ})" if found else "closed"
+            closed.append(FieldError(field=f"items.{i}.lead_id", message=f"lead '{lead}' is not open at as_of: {what}"))
     return ApiError(
         422,
         "validation_error",

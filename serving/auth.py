@@ -13,6 +13,9 @@ Checking a presented key hashes it once and compares the digest with *every* con
 using :func:`hmac.compare_digest`, without stopping at a match: the time taken does not depend on which
 key matched, on how much of a key was right, or on the key's length. Only digests are kept in memory.
 
+Revocation without restart: with a keys file, :class:`KeysFileReloader` re-reads the keys within a second
+of the file changing (``leadscore serve`` turns it on when ``$LEADSCORE_API_KEYS_FILE`` is set).
+
 HTTP semantics (:class:`ApiKeyAuth`): a missing or malformed ``Authorization`` header is 401 with
 ``WWW-Authenticate: Bearer``; a well-formed but unknown key is 403. Neither response says more.
 """
@@ -25,7 +28,9 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,6 +209,55 @@ def parse_bearer(authorization: str | None) -> str:
     return token
 
 
+class KeysFileReloader:
+    """Re-reads the keys when the keys file changes, so a key can be revoked (or added) without restart.
+
+    :meth:`poll` stats the file at most every ``check_seconds`` (a request pays one ``stat`` a second at
+    most) and, when its modification time, size or inode changed, calls ``load`` for the whole keyring.
+    A file that fails to load, or yields no keys, keeps the previous keys (logged as an error): a bad edit
+    never opens or closes the API by accident.
+    """
+
+    def __init__(self, path: str | Path, load: Callable[[], ApiKeyring], *, check_seconds: float = 1.0) -> None:
+        self.path = Path(path)
+        self.load = load
+        self.check_seconds = float(check_seconds)
+        self._lock = threading.Lock()
+        self._checked = time.monotonic()
+        self._stamp = self._file_stamp()
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def poll(self) -> ApiKeyring | None:
+        """The new keyring if the file changed and loads, else None."""
+        now = time.monotonic()
+        if now - self._checked < self.check_seconds or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            self._checked = now
+            stamp = self._file_stamp()
+            if stamp == self._stamp:
+                return None
+            self._stamp = stamp
+            try:
+                keyring = self.load()
+            except AuthConfigError as exc:
+                log.error("API keys file changed but cannot be used (%s); keeping the previous keys", exc)
+                return None
+            if len(keyring) == 0:
+                log.error("API keys file changed to no keys at all; keeping the previous keys")
+                return None
+            log.info("API keys reloaded from %s: clients %s", self.path, keyring.names)
+            return keyring
+        finally:
+            self._lock.release()
+
+
 class ApiKeyAuth(SecurityBase):
     """FastAPI dependency: ``Depends(auth)`` on a route returns the authenticated :class:`ApiClient`.
 
@@ -211,7 +265,14 @@ class ApiKeyAuth(SecurityBase):
     The client name is stored on ``request.state.api_client`` for access logs.
     """
 
-    def __init__(self, keyring: ApiKeyring, *, scheme_name: str = "ApiKey", realm: str = "leadscore") -> None:
+    def __init__(
+        self,
+        keyring: ApiKeyring,
+        *,
+        scheme_name: str = "ApiKey",
+        realm: str = "leadscore",
+        reloader: KeysFileReloader | None = None,
+    ) -> None:
         if len(keyring) == 0:
             raise AuthConfigError(
                 f"no API keys configured: set ${API_KEYS_ENV} (comma-separated, name:key or key) or point "
@@ -223,6 +284,7 @@ class ApiKeyAuth(SecurityBase):
             description="The API key issued to your integration: `Authorization: Bearer <key>`."
         )
         self.scheme_name = scheme_name
+        self.reloader = reloader
 
     def replace_keyring(self, keyring: ApiKeyring) -> None:
         """Swap in newly loaded keys (rotation without restart); refuses an empty keyring."""
@@ -233,6 +295,8 @@ class ApiKeyAuth(SecurityBase):
     def check(self, authorization: str | None) -> ApiClient:
         """Framework-free check: the client, or :class:`MissingCredentialsError` / :class:`InvalidCredentialsError`."""
         token = parse_bearer(authorization)
+        if self.reloader is not None and (new := self.reloader.poll()) is not None:
+            self.keyring = new
         client = self.keyring.authenticate(token)
         if client is None:
             raise InvalidCredentialsError("unknown API key")

@@ -67,6 +67,7 @@ from features.config import FeatureConfig
 from features.history import ProspectHistory
 from models.explain.reasons import CounterfactualAction, Explainer
 from models.fit.scoring import ScoringModel
+from serving.lead_states import EachScored, LeadStates
 from serving.policy import (
     CapacityGrading,
     HandoffPolicy,
@@ -257,6 +258,7 @@ class _LeadIndex:
         self.leads = self._positions(history.leads)
         self.activities = self._positions(history.activities)
         self.stages = self._positions(history.stage_history)
+        self.states = LeadStates(history)
 
     @staticmethod
     def _positions(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -741,6 +743,60 @@ class ScoringService:
             Xe = self.model.encode(frame)[[position[lead] for lead in wanted]]
         return self.score_encoded(
             np.array(wanted, dtype=object), Xe, explain=explain, as_of=ts.to_pydatetime(), scored_at=scored_at
+        )
+
+    def score_each(
+        self,
+        lead_ids: Sequence[str],
+        as_of: pd.Timestamp | datetime | None = None,
+        *,
+        explain: Explain = True,
+        scored_at: datetime | None = None,
+    ) -> EachScored:
+        """:meth:`score_leads` per lead: the open ones scored, the others explained, none an error.
+
+        A lead that is not open gets its :class:`NotOpenState` and its latest stored score (the facts cache
+        trends use: no extra query once cached); a lead not in the history is ``unknown``.
+        """
+        index = self._lead_index()
+        wanted = [str(lead) for lead in lead_ids]
+        known = [lead for lead in wanted if lead in index.leads]
+        if as_of is None:
+            ts = self.default_as_of(scored_at)
+            snap = self.snapshot(ts)
+            open_ids = [lead for lead in known if lead in snap.row_of]
+            Xe = snap.Xe[np.array([snap.row_of[lead] for lead in open_ids], dtype=np.intp)]
+        else:
+            ts = _as_of_timestamp(as_of)
+            frame, _ = build_features(index.subset(known), [ts], self.feature_config)
+            position = {lead: i for i, lead in enumerate(frame["lead_id"].astype(str).tolist())}
+            open_ids = [lead for lead in known if lead in position]
+            Xe = self.model.encode(frame)[np.array([position[lead] for lead in open_ids], dtype=np.intp)]
+        is_open = set(open_ids)
+        refused = [lead for lead in known if lead not in is_open]
+        states = index.states.explain(refused, ts)
+        last = np.full(len(refused), np.nan)
+        if self.store is not None and 0 < len(refused) <= FAST_PATH_MAX_LEADS:
+            last = self._cached_store_facts(refused, scored_at or datetime.now(UTC))[0]
+        elif self.store is not None and refused:
+            prev = self.store.previous_scores(refused)
+            last = np.array([prev[lead].score if lead in prev else np.nan for lead in refused], dtype=float)
+        scored = (
+            self.score_encoded(
+                np.array(open_ids, dtype=object), Xe, explain=explain, as_of=ts.to_pydatetime(), scored_at=scored_at
+            ).to_records()
+            if open_ids
+            else []
+        )
+        return EachScored(
+            as_of=ts.to_pydatetime(),
+            scored=dict(zip(open_ids, scored, strict=True)),
+            not_open={
+                # a lead the feature build left out but the stage rule calls open cannot happen; be explicit
+                lead: (states.get(lead), None if np.isnan(score) else float(score))
+                for lead, score in zip(refused, last.tolist(), strict=True)
+            },
+            unknown=[lead for lead in wanted if lead not in index.leads],
         )
 
     def score_lead(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from features.io import make_temporary
 from features.simulator import catalog as cat
 from features.simulator.process import _NO_TIME, STAGE_ORDER, ChunkData
 from features.simulator.world import CAMPAIGN_KINDS, World
@@ -241,10 +241,7 @@ class AtomicTableWriter:
     def __init__(self, path: Path, schema: pa.Schema, fmt: Literal["parquet", "csv"]) -> None:
         self.path = path
         self.fmt = fmt
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = make_temporary(path)
         self.rows = 0
         self._open = True
         self._writer: pq.ParquetWriter | pacsv.CSVWriter

@@ -28,6 +28,7 @@ from serving.auth import ApiKeyring, parse_api_keys
 from serving.model_watch import ChampionWatcher
 from serving.policy import HandoffPolicy, load_policy
 from serving.schemas import Prediction
+from serving.schemas.results import ScoreResultsResponse
 from serving.stores import ScoreStore
 from tests.models.mlflow_fixtures import mlflow_target  # noqa: F401  (session fixture)
 
@@ -237,7 +238,7 @@ def test_responses_carry_a_request_id(client: TestClient) -> None:
     assert echoed.json()["error"]["request_id"] == "crm-trace-42"
 
 
-def test_openapi_documents_routes_security_and_examples(client: TestClient) -> None:
+def test_openapi_documents_routes_security_and_examples(client: TestClient, trained: Trained) -> None:
     spec = client.get("/openapi.json").json()
     assert {"/v1/score", "/v1/leads/{lead_id}/score", "/v1/handoff", "/v1/feedback", "/v1/model", "/ready"} <= set(
         spec["paths"]
@@ -246,7 +247,8 @@ def test_openapi_documents_routes_security_and_examples(client: TestClient) -> N
     assert spec["paths"]["/v1/score"]["post"]["security"] == [{"ApiKey": []}]
     assert "security" not in spec["paths"]["/health"]["get"]
     schemas = spec["components"]["schemas"]
-    assert schemas["ScoreRequest"]["examples"][0]["items"][0] == {"lead_id": "L-000123"}
+    # the example names a lead open in the data this service loaded (see serving/openapi_contract.py)
+    assert schemas["ScoreRequest"]["examples"][0]["items"][0]["lead_id"] in trained.open_ids
     assert schemas["FeedbackRequest"]["examples"]
     assert set(spec["paths"]["/v1/feedback"]["post"]["responses"]) >= {"200", "201", "404", "409", "422"}
 
@@ -695,3 +697,125 @@ def test_invalid_service_settings_are_refused_before_start(trained: Trained) -> 
     for field, value in (("store_check_seconds", -1.0), ("poll_seconds", -1.0), ("max_body_bytes", 0)):
         with pytest.raises(ValueError, match=f"{field} must be"):
             create_app(_config(trained, **{field: value}))
+
+
+# -- per-item results (POST /v2/score) ----------------------------------------------------------------
+def _terminal_entries(trained: Trained) -> pd.DataFrame:
+    """Each lead's latest stage entry at as_of, for leads whose latest entry is terminal."""
+    stages = trained.history.stage_history
+    stages = stages[stages["entered_at"] <= trained.as_of].sort_values(["lead_id", "entered_at"])
+    last = stages.groupby("lead_id").tail(1)
+    return last[last["stage"].isin(trained.history.contract.stages.terminal)]
+
+
+def test_v2_score_gives_each_lead_its_own_status(client: TestClient, trained: Trained) -> None:
+    contract = trained.history.contract
+    terminal = _terminal_entries(trained).set_index("lead_id")
+    converted = terminal.index[terminal["stage"] == contract.stages.converted][0]
+    closed = terminal.index[terminal["stage"].isin(contract.stages.closed_negative)][0]
+    open_lead = _known_leads(trained, 1)[0]
+    leads = trained.history.leads.set_index("lead_id")
+    late = leads["created_at"].idxmax()  # created after the as_of used below
+    as_of = leads.loc[late, "created_at"].to_pydatetime() - timedelta(seconds=1)
+    created = trained.as_of - timedelta(days=30)
+    won = {
+        "lead_id": "crm-won",
+        "created_at": _iso(created),
+        "stage_history": [
+            {"stage": contract.stages.order[0], "entered_at": _iso(created)},
+            {"stage": contract.stages.converted, "entered_at": _iso(created + timedelta(days=3))},
+        ],
+    }
+    items = [{"lead_id": x} for x in (open_lead, converted, closed, late, "no-such-lead")] + [{"inline": won}]
+    response = client.post("/v2/score", headers=AUTH, json={"items": items, "as_of": _iso(trained.as_of)})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["index"] for r in results] == list(range(6))
+    assert [r["status"] for r in results] == ["scored", "not_open", "not_open", "scored", "unknown", "not_open"]
+    assert results[0]["prediction"]["lead_id"] == open_lead and results[0]["not_open"] is None
+    assert results[1]["not_open"]["reason"] == "converted"
+    assert results[1]["not_open"]["stage"] == contract.stages.converted
+    entered = terminal.loc[converted, "entered_at"].to_pydatetime().replace(microsecond=0)
+    assert results[1]["not_open"]["at"] == _iso(entered)
+    assert results[2]["not_open"]["reason"] == "closed"
+    assert results[2]["not_open"]["stage"] == terminal.loc[closed, "stage"]
+    assert results[5]["not_open"] == {
+        "reason": "converted",
+        "at": _iso(created + timedelta(days=3)),
+        "stage": contract.stages.converted,
+        "last_score": None,
+    }
+    assert response.json()["counts"] == {"scored": 2, "not_open": 3, "unknown": 1}
+    ScoreResultsResponse.model_validate(response.json())  # the body is what the OpenAPI schema says
+    # the same lead before it was created
+    early = client.post("/v2/score", headers=AUTH, json={"items": [{"lead_id": late}], "as_of": _iso(as_of)})
+    assert early.status_code == 200, early.text
+    detail = early.json()["results"][0]["not_open"]
+    assert detail["reason"] == "not_created" and detail["stage"] is None
+    assert detail["at"] == _iso(leads.loc[late, "created_at"].to_pydatetime().replace(microsecond=0))
+
+
+def test_v2_score_reports_the_last_stored_score_of_a_lead_no_longer_open(trained: Trained, tmp_path: Path) -> None:
+    from features.build import build_features
+    from features.config import FeatureConfig
+
+    closed = _terminal_entries(trained)["lead_id"].tolist()[:2]
+    latest, _ = build_features(trained.history, [pd.Timestamp(trained.as_of)], FeatureConfig())
+    frame = _batch_frame(trained.model, latest.head(2), trained.policy)
+    frame["lead_id"] = closed  # stored scores for two leads that are closed at as_of
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    with ScoreStore(store_url) as store:
+        store.write_batch(frame, model_name="m", model_version="1", policy_version="p", as_of=trained.as_of)
+    config = _config(trained, store_url=store_url)
+    with TestClient(create_app(config), raise_server_exceptions=False) as client:
+        body = {"items": [{"lead_id": lead} for lead in closed], "as_of": _iso(trained.as_of), "explain": False}
+        response = client.post("/v2/score", headers=AUTH, json=body)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["not_open", "not_open"]
+    assert [r["not_open"]["last_score"] for r in results] == frame["score"].astype(int).tolist()
+
+
+def test_v2_score_fails_only_a_malformed_request(client: TestClient, trained: Trained) -> None:
+    lead = _known_leads(trained, 1)[0]
+    assert client.post("/v2/score", headers=AUTH, json={"items": []}).status_code == 422
+    duplicate = client.post("/v2/score", headers=AUTH, json={"items": [{"lead_id": lead}, {"lead_id": lead}]})
+    assert duplicate.status_code == 422
+    bad_inline = {"lead_id": "x", "created_at": _iso(trained.as_of), "attributes": {"no_such_attribute": 1}}
+    response = client.post("/v2/score", headers=AUTH, json={"items": [{"inline": bad_inline}]})
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == "items.0.inline.attributes.no_such_attribute"
+
+
+# -- inputs found by fuzzing (issue 15) -----------------------------------------------------------------
+def test_huge_handoff_offset_is_422_not_500(client: TestClient) -> None:
+    response = client.get("/v1/handoff", headers=AUTH, params={"offset": "9144874796754516574208"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["field"] == "offset"
+    assert client.get("/v1/handoff", headers=AUTH, params={"offset": 1_000_000_000}).status_code == 200
+
+
+@pytest.mark.parametrize("route", ["/v1/score", "/v2/score"])
+def test_inline_timestamp_out_of_range_in_utc_is_422_not_500(client: TestClient, route: str) -> None:
+    inline = {"lead_id": "x", "created_at": "0001-01-01T00:00:00+12:16"}
+    response = client.post(route, headers=AUTH, json={"items": [{"inline": inline}]})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["field"] == "items.0.inline.created_at"
+
+
+def test_cors_is_off_by_default(client: TestClient) -> None:
+    preflight = client.options(
+        "/v1/score",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+    simple = client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in simple.headers
+
+
+def test_per_key_rate_limit_when_configured(trained: Trained) -> None:
+    config = _config(trained, rate_limit_per_second=1, rate_limit_burst=2)
+    with TestClient(create_app(config), raise_server_exceptions=False) as limited:
+        codes = [limited.get("/v1/model", headers=AUTH).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert limited.get("/health").status_code == 200

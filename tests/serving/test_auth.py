@@ -236,3 +236,40 @@ def test_openapi_declares_the_bearer_scheme(client: tuple[TestClient, ApiKeyAuth
     }
     assert spec["paths"]["/v1/thing"]["get"]["security"] == [{"ApiKey": []}]
     assert "security" not in spec["paths"]["/health"]["get"]
+
+
+def test_a_key_removed_from_the_keys_file_is_revoked_without_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from serving.auth import KeysFileReloader
+
+    keys = tmp_path / "keys"
+    keys.write_text(f"hubspot:{CRM_KEY}\nbi:{BI_KEY}\n")
+    keys.chmod(0o600)
+
+    def load() -> ApiKeyring:
+        return load_api_keys({}, path=keys)
+
+    guard = ApiKeyAuth(load(), reloader=KeysFileReloader(keys, load, check_seconds=0))
+    app = FastAPI()
+
+    @app.get("/who")
+    def who(client: ApiClient = Depends(guard)) -> dict[str, str]:  # noqa: B008
+        return {"name": client.name}
+
+    http = TestClient(app)
+    bi = {"Authorization": f"Bearer {BI_KEY}"}
+    assert http.get("/who", headers=bi).json() == {"name": "bi"}
+    keys.write_text(f"hubspot:{CRM_KEY}\n")  # revoke bi
+    os.utime(keys, ns=(1, 1))  # a different mtime even on coarse-grained file systems
+    assert http.get("/who", headers=bi).status_code == 403
+    assert http.get("/who", headers={"Authorization": f"Bearer {CRM_KEY}"}).status_code == 200
+    # a broken edit keeps the previous keys instead of locking everyone out (or letting anyone in)
+    keys.write_text("hubspot:short\n")
+    os.utime(keys, ns=(2, 2))
+    with caplog.at_level(logging.ERROR, logger="serving.auth"):
+        assert http.get("/who", headers={"Authorization": f"Bearer {CRM_KEY}"}).status_code == 200
+    assert "keeping the previous keys" in caplog.text
+    assert CRM_KEY not in caplog.text and BI_KEY not in caplog.text

@@ -83,7 +83,7 @@ def test_examples_reach_the_openapi_document() -> None:
         raise NotImplementedError
 
     components = app.openapi()["components"]["schemas"]
-    assert components["ScoreRequest"]["examples"][0]["items"][0] == {"lead_id": "L-000123"}
+    assert components["ScoreRequest"]["examples"][0]["items"][0] == {"lead_id": "L0000123"}
     assert components["ScoreResponse"]["examples"][0]["predictions"][0]["grade"] == "A"
 
 

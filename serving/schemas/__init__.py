@@ -14,54 +14,51 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import orjson
 import pandas as pd
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from features.contract import Contract
     from features.history import ProspectHistory
 
-API_VERSION = "v1"
-MAX_SCORE_BATCH = 100
-"""Leads per ``POST /v1/score`` request; larger jobs belong to the batch flow."""
-MAX_INLINE_ACTIVITIES = 10_000
-MAX_INLINE_STAGES = 100
-MAX_ATTRIBUTES = 200
-MAX_FEEDBACK_TEXT = 2_000
-DEFAULT_QUEUE_LIMIT = 50
-MAX_QUEUE_LIMIT = 500
-FUTURE_TOLERANCE = timedelta(minutes=5)
-"""Clock skew allowed between a CRM and the service before an event counts as "in the future"."""
-
-FEEDBACK_OUTCOMES: tuple[str, ...] = ("accepted", "rejected")
-LEAD_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
-NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
-REASON_CODE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-HANDOFF_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-
-Grade = Literal["A", "B", "C", "D"]
-TrendLabel = Literal["improving", "steady", "declining", "new"]
-Outcome = Literal["accepted", "rejected"]
-
-_FORBID = ConfigDict(extra="forbid")
-
-
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("timestamps must be timezone-aware")
-    return value.astimezone(UTC)
-
-
-LeadId = Annotated[
-    str, Field(min_length=1, max_length=128, pattern=LEAD_ID_PATTERN, description="The CRM's lead identifier.")
-]
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
-"""A timezone-aware timestamp (naive ones are rejected), normalised to UTC."""
+from serving.schemas.base import (
+    _FORBID,
+    API_VERSION,
+    DEFAULT_QUEUE_LIMIT,
+    FEEDBACK_OUTCOMES,
+    FUTURE_TOLERANCE,
+    HANDOFF_ID_PATTERN,
+    LEAD_ID_PATTERN,
+    MAX_ATTRIBUTES,
+    MAX_FEEDBACK_TEXT,
+    MAX_INLINE_ACTIVITIES,
+    MAX_INLINE_STAGES,
+    MAX_QUEUE_LIMIT,
+    MAX_QUEUE_OFFSET,
+    MAX_SCORE_BATCH,
+    NAME_PATTERN,
+    REASON_CODE_PATTERN,
+    Grade,
+    LeadId,
+    Outcome,
+    TrendLabel,
+    UtcDatetime,
+)
+from serving.schemas.errors import (
+    ErrorBody,
+    ErrorCode,
+    ErrorResponse,
+    FieldError,
+    error_response,
+    field_path,
+    validation_error_response,
+)
+from serving.schemas.feedback import FeedbackRequest, FeedbackResponse
 
 
 # -- predictions ---------------------------------------------------------------------------------
@@ -382,19 +379,19 @@ class ScoreItem(BaseModel):
 
 _SCORE_REQUEST_EXAMPLE: dict[str, Any] = {
     "items": [
-        {"lead_id": "L-000123"},
+        {"lead_id": "L0000123"},
         {
             "inline": {
                 "lead_id": "crm-98765",
                 "created_at": "2026-10-02T08:15:00Z",
-                "attributes": {"industry": "software", "company_size": "11-50", "annual_revenue": 4200000},
+                "attributes": {"industry": "software", "company_size": "11-50", "annual_revenue_musd": 4.2},
                 "activities": [
                     {
                         "occurred_at": "2026-11-20T09:30:00+01:00",
                         "activity_type": "pricing_page_view",
-                        "topic": "pricing",
+                        "topic": "analytics",
                     },
-                    {"occurred_at": "2026-11-24T14:02:00Z", "activity_type": "webinar_attended", "channel": "web"},
+                    {"occurred_at": "2026-11-24T14:02:00Z", "activity_type": "webinar", "channel": "web"},
                 ],
                 "stage_history": [
                     {"stage": "new", "entered_at": "2026-10-02T08:15:00Z"},
@@ -613,93 +610,6 @@ class HandoffQueuePage(BaseModel):
     policy_version: str | None = None
 
 
-# -- feedback ------------------------------------------------------------------------------------
-class FeedbackRequest(BaseModel):
-    """``POST /v1/feedback``: sales accepted or rejected a handed-off lead.
-
-    Idempotent per (``lead_id``, ``handoff_id``): sending the same feedback again returns the stored record;
-    a different outcome, reason or text for the same handoff is a 409 conflict.
-    """
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "lead_id": "L-000123",
-                    "handoff_id": "3f1c9a0e5b2d4c6f8a7e9d1b0c2a4e6f",
-                    "outcome": "rejected",
-                    "reason_code": "no_budget",
-                    "text": "Budget frozen until Q2; call back in March.",
-                },
-                {"lead_id": "L-000456", "handoff_id": "9b8e7d6c5a4f3e2d1c0b9a8f7e6d5c4b", "outcome": "accepted"},
-            ]
-        },
-    )
-
-    lead_id: LeadId
-    handoff_id: str = Field(pattern=HANDOFF_ID_PATTERN, description="From the prediction's handoff.handoff_id.")
-    outcome: Outcome
-    reason_code: str | None = Field(
-        default=None,
-        pattern=REASON_CODE_PATTERN,
-        description="Short machine-readable reason (snake_case), e.g. no_budget, wrong_contact, not_ready. "
-        "Required when the outcome is rejected.",
-    )
-    text: str | None = Field(default=None, max_length=MAX_FEEDBACK_TEXT, description="Free text from sales.")
-
-    @model_validator(mode="after")
-    def _reason_for_rejection(self) -> FeedbackRequest:
-        if self.outcome == "rejected" and self.reason_code is None:
-            raise ValueError("reason_code is required when the outcome is 'rejected'")
-        return self
-
-
-class FeedbackResponse(BaseModel):
-    """The stored feedback; ``created`` is false when the same feedback had already been recorded."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "feedback_id": 42,
-                    "lead_id": "L-000123",
-                    "handoff_id": "3f1c9a0e5b2d4c6f8a7e9d1b0c2a4e6f",
-                    "outcome": "rejected",
-                    "reason_code": "no_budget",
-                    "text": "Budget frozen until Q2; call back in March.",
-                    "recorded_at": "2026-11-27T10:12:45Z",
-                    "created": True,
-                }
-            ]
-        },
-    )
-
-    feedback_id: int
-    lead_id: str
-    handoff_id: str
-    outcome: Outcome
-    reason_code: str | None
-    text: str | None
-    recorded_at: UtcDatetime
-    created: bool
-
-    @classmethod
-    def from_record(cls, record: Any) -> FeedbackResponse:
-        """Build from ``serving.stores.FeedbackRecord``."""
-        return cls(
-            feedback_id=record.feedback_id,
-            lead_id=record.lead_id,
-            handoff_id=record.handoff_id,
-            outcome=record.outcome,
-            reason_code=record.reason_code,
-            text=record.text,
-            recorded_at=record.recorded_at,
-            created=record.created,
-        )
-
-
 # -- model, health, errors -----------------------------------------------------------------------
 class ModelInfo(BaseModel):
     """``GET /v1/model``: the model being served and the policy it is graded with."""
@@ -771,77 +681,52 @@ class ReadyResponse(BaseModel):
     detail: str | None = Field(default=None, description="Why not ready, or a degraded-state warning.")
 
 
-class FieldError(BaseModel):
-    """One invalid input field."""
-
-    model_config = _FORBID
-
-    field: str = Field(description="Dotted path of the field, e.g. items.0.inline.created_at.")
-    message: str
-
-
-ErrorCode = Literal[
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "conflict",
-    "validation_error",
-    "payload_too_large",
-    "not_ready",
-    "internal_error",
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_QUEUE_LIMIT",
+    "FEEDBACK_OUTCOMES",
+    "FUTURE_TOLERANCE",
+    "HANDOFF_ID_PATTERN",
+    "LEAD_ID_PATTERN",
+    "MAX_ATTRIBUTES",
+    "MAX_FEEDBACK_TEXT",
+    "MAX_INLINE_ACTIVITIES",
+    "MAX_INLINE_STAGES",
+    "MAX_QUEUE_LIMIT",
+    "MAX_QUEUE_OFFSET",
+    "MAX_SCORE_BATCH",
+    "NAME_PATTERN",
+    "REASON_CODE_PATTERN",
+    "ActionSuggestion",
+    "ActivityIn",
+    "AttributeValue",
+    "ErrorBody",
+    "ErrorCode",
+    "ErrorResponse",
+    "FeedbackRequest",
+    "FeedbackResponse",
+    "FieldError",
+    "Grade",
+    "HandoffDecision",
+    "HandoffQueuePage",
+    "HealthResponse",
+    "InlineLead",
+    "LeadId",
+    "ModelInfo",
+    "ModelRef",
+    "Outcome",
+    "Prediction",
+    "ReadyResponse",
+    "Reason",
+    "Reasons",
+    "ScoreItem",
+    "ScoreRequest",
+    "ScoreResponse",
+    "StageEntryIn",
+    "TrendLabel",
+    "UtcDatetime",
+    "error_response",
+    "field_path",
+    "predictions_json",
+    "validation_error_response",
 ]
-
-
-class ErrorBody(BaseModel):
-    model_config = _FORBID
-
-    code: ErrorCode
-    message: str
-    fields: list[FieldError] = Field(default_factory=list)
-    request_id: str | None = Field(default=None, description="Quote it when reporting a problem.")
-
-
-class ErrorResponse(BaseModel):
-    """Every error response has this shape; it never contains a stack trace or the rejected values."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "error": {
-                        "code": "validation_error",
-                        "message": "the request is invalid",
-                        "fields": [
-                            {"field": "items.0.inline.created_at", "message": "Input should have timezone info"}
-                        ],
-                        "request_id": "b7a1c2d3",
-                    }
-                },
-                {"error": {"code": "unauthorized", "message": "missing or malformed bearer token", "fields": []}},
-            ]
-        },
-    )
-
-    error: ErrorBody
-
-
-def field_path(loc: Sequence[str | int]) -> str:
-    """Dotted field path from a pydantic/FastAPI error location (the leading ``body``/``query`` is dropped)."""
-    parts = list(loc)
-    if parts and parts[0] in ("body", "query", "path", "header"):
-        parts = parts[1:]
-    return ".".join(str(p) for p in parts) or "(request)"
-
-
-def validation_error_response(errors: Sequence[Mapping[str, Any]], request_id: str | None = None) -> ErrorResponse:
-    """A 422 body from pydantic/FastAPI ``errors()``: field paths and messages, never the rejected input."""
-    fields = [FieldError(field=field_path(e.get("loc", ())), message=str(e.get("msg", "invalid"))) for e in errors]
-    return ErrorResponse(
-        error=ErrorBody(code="validation_error", message="the request is invalid", fields=fields, request_id=request_id)
-    )
-
-
-def error_response(code: ErrorCode, message: str, request_id: str | None = None) -> ErrorResponse:
-    """An error body for non-validation errors."""
-    return ErrorResponse(error=ErrorBody(code=code, message=message, request_id=request_id))
