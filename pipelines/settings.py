@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the score store (LEADSCORE_STORE_URL). Default: SQLite in the home directory.",
     )
+    dask_address: str | None = Field(
+        default=None,
+        description="Dask cluster for flows and deployments (LEADSCORE_DASK_ADDRESS): tcp://host:8786 for an "
+        "existing scheduler, local or local:N for a LocalCluster of N worker processes. Default: no Dask.",
+    )
 
     @property
     def home_dir(self) -> Path:
