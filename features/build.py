@@ -421,6 +421,8 @@ def build_features(
     history: ProspectHistory,
     as_of: Sequence[pd.Timestamp] | pd.DatetimeIndex,
     config: FeatureConfig,
+    *,
+    data_end: pd.Timestamp | None = None,
 ) -> tuple[pd.DataFrame, FeatureSpec]:
     """Build point-in-time features and labels for every lead open at each ``as_of``.
 
@@ -429,6 +431,9 @@ def build_features(
         as_of: snapshot times (whole seconds; naive values are UTC), e.g. from
             :func:`features.snapshots.snapshot_dates` or :func:`features.snapshots.parse_as_of`.
         config: windows, trend window and label horizon.
+        data_end: the end of the data for ``observed_days`` (default ``history.span[1]``). A build over one
+            partition of the leads (:mod:`features.partitioned`) passes the end of the whole data set, so its
+            rows equal those of the whole history; nothing else in a row depends on other leads.
 
     Returns:
         The feature table (``lead_id``, ``as_of``, features, ``converted``, ``days_to_conversion``,
@@ -505,7 +510,7 @@ def build_features(
     converted = np.zeros(n_rows, dtype=np.int8)
     days_to_conv = np.full(n_rows, np.nan, dtype=np.float64)
     observed = np.empty(n_rows, dtype=np.float64)
-    data_end = pd.Timestamp(history.span[1])
+    data_end = pd.Timestamp(history.span[1] if data_end is None else data_end)
 
     # Count bands between consecutive offsets (days before as_of); every window is a union of bands.
     offsets = sorted({0, *windows, k, 2 * k})

@@ -126,12 +126,27 @@ def snapshot_dates(
         ValueError: if ``every_days`` is not positive, the history has no leads, or no grid date falls in
             the requested range (e.g. the data spans less than one interval).
     """
-    if isinstance(every_days, bool) or not isinstance(every_days, int) or every_days <= 0:
-        raise ValueError(f"every_days must be a positive whole number of days, got {every_days!r}")
     if len(history.leads) == 0:
         raise ValueError("cannot place snapshots: the history has no leads")
-    first_created = pd.Timestamp(history.leads["created_at"].min()).tz_convert("UTC")
-    data_end = pd.Timestamp(history.span[1]).tz_convert("UTC")
+    return snapshot_grid(history.leads["created_at"].min(), history.span[1], every_days, start=start, end=end)
+
+
+def snapshot_grid(
+    first_created: pd.Timestamp,
+    data_end: pd.Timestamp,
+    every_days: int,
+    start: str | pd.Timestamp | None = None,
+    end: str | pd.Timestamp | None = None,
+) -> pd.DatetimeIndex:
+    """The grid of :func:`snapshot_dates` from the earliest lead creation and the end of the data alone.
+
+    The partitioned build (:mod:`features.partitioned`) reduces these two instants over the partitions and
+    places the same grid as the single-machine build of the whole history.
+    """
+    if isinstance(every_days, bool) or not isinstance(every_days, int) or every_days <= 0:
+        raise ValueError(f"every_days must be a positive whole number of days, got {every_days!r}")
+    first_created = pd.Timestamp(first_created).tz_convert("UTC")
+    data_end = pd.Timestamp(data_end).tz_convert("UTC")
     every = pd.Timedelta(days=every_days)
     first = first_created.ceil("D") + every
     lo = first if start is None else max(first, _to_utc(start, "UTC", "snapshot start"))
@@ -157,7 +172,20 @@ def configured_snapshot_dates(history: ProspectHistory, config: FeatureConfig) -
     Raises:
         ValueError: as :func:`snapshot_dates`, e.g. when no grid date falls in the configured range.
     """
+    start, end = _configured_range(config)
+    return snapshot_dates(history, config.snapshot_every_days, start=start, end=end)
+
+
+def configured_snapshot_grid(
+    first_created: pd.Timestamp, data_end: pd.Timestamp, config: FeatureConfig
+) -> pd.DatetimeIndex:
+    """:func:`configured_snapshot_dates` from the earliest creation and the end of the data (:func:`snapshot_grid`)."""
+    start, end = _configured_range(config)
+    return snapshot_grid(first_created, data_end, config.snapshot_every_days, start=start, end=end)
+
+
+def _configured_range(config: FeatureConfig) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
     start = None if config.snapshot_start is None else pd.Timestamp(config.snapshot_start)
     # The end date is inclusive: a grid date on that day (always a midnight) is kept.
     end = None if config.snapshot_end is None else pd.Timestamp(config.snapshot_end)
-    return snapshot_dates(history, config.snapshot_every_days, start=start, end=end)
+    return start, end

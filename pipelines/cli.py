@@ -112,12 +112,18 @@ def generate(
             help="Multiplies every campaign's true effect (0 = placebo world: no campaign has any effect).",
         ),
     ] = 1.0,
+    partitions: Annotated[
+        int | None,
+        typer.Option("--partitions", min=1, help="Write a data directory partitioned by lead into N parts (Parquet)."),
+    ] = None,
 ) -> None:
     """Simulate a realistic B2B funnel: leads, activities, stage history and the ground truth."""
     if fmt not in ("parquet", "csv"):
         raise typer.BadParameter("expected parquet or csv", param_hint="--format")
     import datetime as dt
 
+    if partitions is not None and fmt != "parquet":
+        raise typer.BadParameter("partitioned data directories are Parquet", param_hint="--partitions")
     from features.simulator import generate as simulate
     from features.simulator.config import SimulatorConfig
 
@@ -132,18 +138,39 @@ def generate(
             param_hint="--drift-after",
         ) from exc
 
-    with user_errors(), _progress() as progress:
-        bar = progress.add_task("simulating leads", total=leads)
-        summary = simulate(
-            leads,
-            seed,
-            out,
-            config=config,
-            fmt=fmt,  # type: ignore[arg-type]
-            progress=lambda done, total: progress.update(bar, completed=done, total=total),
-        )
-    console.print(f"[green]wrote[/] {out}")
+    target = out if partitions is None else _staging_dir(out)
+    try:
+        with user_errors(), _progress() as progress:
+            bar = progress.add_task("simulating leads", total=leads)
+            summary = simulate(
+                leads,
+                seed,
+                target,
+                config=config,
+                fmt=fmt,  # type: ignore[arg-type]
+                progress=lambda done, total: progress.update(bar, completed=done, total=total),
+            )
+            if partitions is not None:
+                from features.partitioned import partition_data_dir
+
+                _run_with_status(
+                    f"partitioning by lead into {partitions}", lambda: partition_data_dir(target, out, partitions)
+                )
+    finally:
+        if partitions is not None:
+            import shutil
+
+            shutil.rmtree(target, ignore_errors=True)
+    console.print(f"[green]wrote[/] {out}" + (f" ({partitions} partitions by lead)" if partitions else ""))
     console.print(str(summary), markup=False)
+
+
+def _staging_dir(out: Path) -> Path:
+    """A fresh directory beside ``out`` for a plain data directory that is partitioned into ``out``."""
+    import uuid
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.with_name(f".{out.name}.staging-{uuid.uuid4().hex[:8]}")
 
 
 @app.command()
@@ -245,16 +272,33 @@ def import_(
     sample: Annotated[
         int | None, typer.Option("--sample", min=1, help="Import only the first N rows of the lead file (a preview).")
     ] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option("--partitions", min=1, help="Write the data directory partitioned by lead into N parts."),
+    ] = None,
 ) -> None:
     """Turn a CRM / marketing-automation export into a validated data directory, using a mapping file."""
     from features.mapping import QUARANTINE_DIR, import_export, resolve_mapping
 
     # MappingError is a ValueError: user_errors reports it with exit code 2.
-    with user_errors():
-        summary = _run_with_status(
-            "importing the export",
-            lambda: import_export(resolve_mapping(mapping), source, out, sample_rows=sample),
-        )
+    target = out if partitions is None else _staging_dir(out)
+    try:
+        with user_errors():
+            summary = _run_with_status(
+                "importing the export",
+                lambda: import_export(resolve_mapping(mapping), source, target, sample_rows=sample),
+            )
+            if partitions is not None:
+                from features.partitioned import partition_data_dir
+
+                _run_with_status(
+                    f"partitioning by lead into {partitions}", lambda: partition_data_dir(target, out, partitions)
+                )
+    finally:
+        if partitions is not None:
+            import shutil
+
+            shutil.rmtree(target, ignore_errors=True)
     console.print(summary.render())
     _print_report(summary.validation, out / QUARANTINE_DIR)
     for name, path in summary.quarantine_files.items():
@@ -274,8 +318,26 @@ def features(
     horizon: Annotated[str | None, typer.Option("--horizon", help="Label horizon, e.g. 90d.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Modelling config YAML.")] = None,
     quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Where rejected rows go.")] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Build the partitions of a partitioned data directory on Dask: tcp://HOST:PORT (an existing "
+            "scheduler) or local[:N] (N local worker processes). Default: LEADSCORE_DASK_ADDRESS, else no Dask.",
+        ),
+    ] = None,
 ) -> None:
-    """Build point-in-time features and labels, one row per (lead, as_of)."""
+    """Build point-in-time features and labels, one row per (lead, as_of).
+
+    A partitioned data directory (``generate``/``import --partitions N``) is built partition by partition
+    into a directory of ``part-NNNNN.parquet`` files at ``--out``; with ``--cluster`` on Dask.
+    """
+    from features.partitioned import is_partitioned
+
+    cluster = _cluster(cluster)
+    if is_partitioned(data) or cluster is not None:
+        _partitioned_features(data, out, as_of, every, horizon, config, quarantine, cluster)
+        return
     if out.suffix != ".parquet":
         raise typer.BadParameter("the feature table is written as Parquet: use a .parquet path", param_hint="--out")
     from pipelines.config import load_config
@@ -296,6 +358,64 @@ def features(
         summary = _run_with_status(
             "building point-in-time features",
             lambda: build_features_flow(data, out, config=feature_cfg, as_of=as_of, quarantine_dir=quarantine),
+        )
+    _print_feature_summary(summary)
+
+
+def _cluster(value: str | None) -> str | None:
+    """``--cluster``, else ``LEADSCORE_DASK_ADDRESS``, checked (no Dask import here)."""
+    if value is None:
+        from pipelines.settings import get_settings
+
+        value = get_settings().dask_address
+    if value is None:
+        return None
+    from pipelines.dask_runner import parse_cluster
+
+    try:
+        parse_cluster(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--cluster") from exc
+    return value
+
+
+def _partitioned_features(
+    data: Path,
+    out: Path,
+    as_of: list[str] | None,
+    every: str | None,
+    horizon: str | None,
+    config: Path | None,
+    quarantine: Path | None,
+    cluster: str | None,
+) -> None:
+    from features.partitioned import is_partitioned
+    from pipelines.config import load_config
+
+    if not is_partitioned(data):
+        raise typer.BadParameter(
+            f"{data} is not partitioned: --cluster needs a partitioned data directory "
+            "(leadscore generate/import --partitions N)",
+            param_hint="--cluster",
+        )
+    if as_of and every:
+        raise typer.BadParameter("give either --as-of dates or an --every spacing, not both", param_hint="--every")
+    with user_errors():
+        cfg = load_config(config)
+        updates: dict[str, int] = {}
+        if (every_days := _days(every, "--every")) is not None:
+            updates["snapshot_every_days"] = every_days
+        if (horizon_days := _days(horizon, "--horizon")) is not None:
+            updates["horizon_days"] = horizon_days
+        feature_cfg = cfg.features.model_copy(update=updates)
+        from pipelines.flows import build_partitioned_features_flow
+
+        where = f"on {cluster}" if cluster else "in this process"
+        summary = _run_with_status(
+            f"building point-in-time features partition by partition ({where})",
+            lambda: build_partitioned_features_flow(
+                data, out, config=feature_cfg, as_of=as_of, quarantine_dir=quarantine, cluster=cluster
+            ),
         )
     _print_feature_summary(summary)
 

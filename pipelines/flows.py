@@ -151,6 +151,53 @@ def build_features_flow(
     )
 
 
+@task(name="build_partitioned_features", cache_policy=NO_CACHE)
+def build_partitioned_features(
+    data_dir: Path,
+    out: Path,
+    config: FeatureConfig,
+    as_of: list[str] | None,
+    quarantine_dir: Path | None,
+    cluster: str | None,
+) -> Any:
+    from features.partitioned import build_partitioned_features as build
+
+    if cluster is None:
+        return build(data_dir, out, config, as_of, quarantine_dir=quarantine_dir)
+    from features.distributed import dask_mapper
+    from pipelines.dask_runner import open_cluster
+
+    with open_cluster(cluster) as client:
+        return build(data_dir, out, config, as_of, quarantine_dir=quarantine_dir, mapper=dask_mapper(client))
+
+
+@flow(name="build-partitioned-features")
+def build_partitioned_features_flow(
+    data_dir: Path,
+    out: Path,
+    config: FeatureConfig | None = None,
+    as_of: list[str] | None = None,
+    quarantine_dir: Path | None = None,
+    cluster: str | None = None,
+) -> BuildFeaturesSummary:
+    """A partitioned data directory -> validate and build each partition (on ``cluster`` if given) ->
+    partitioned Parquet in ``out`` (one ``part-NNNNN.parquet`` a partition; see features/partitioned.py)."""
+    config = config or FeatureConfig()
+    summary: Any = build_partitioned_features(data_dir, out, config, as_of, quarantine_dir, cluster)
+    dates = summary.dates
+    return BuildFeaturesSummary(
+        out=summary.out,
+        rows=summary.rows,
+        snapshots=len(dates),
+        first_as_of=str(dates.min().date()) if len(dates) else None,
+        last_as_of=str(dates.max().date()) if len(dates) else None,
+        n_features=len(summary.spec.features),
+        positives=summary.positives,
+        quarantine_dir=summary.quarantine_dir,
+        validation=summary.validation,
+    )
+
+
 # -- train ------------------------------------------------------------------------------------
 
 

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         default=None,
         description="LEADSCORE_ALERT_WEBHOOK_URL: `leadscore monitor` POSTs a JSON alert here when a check fails.",
     )
+    dask_address: str | None = Field(
+        default=None,
+        description="Dask cluster for flows and deployments (LEADSCORE_DASK_ADDRESS): tcp://host:8786 for an "
+        "existing scheduler, local or local:N for a LocalCluster of N worker processes. Default: no Dask.",
+    )
 
     @property
     def home_dir(self) -> Path:

@@ -1,0 +1,122 @@
+"""Connecting to (or starting) the Dask cluster behind ``--cluster`` / ``LEADSCORE_DASK_ADDRESS``.
+
+Imported only when a cluster is asked for: nothing here runs, and Dask is not imported, otherwise.
+
+- ``tcp://host:port`` (or ``tls://...``): connect to an existing scheduler (``dask scheduler``); it is left
+  running on exit, only the client is closed.
+- ``local`` / ``local:N``: start a ``LocalCluster`` of N worker processes (default 2), one thread each,
+  bound to loopback, no dashboard; closed on exit, and on SIGTERM (turned into ``SystemExit`` so the
+  ``with`` block unwinds and the worker processes end with their parent).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+_LOCAL = re.compile(r"^local(?::(?P<n>\d+))?$")
+_REMOTE = re.compile(r"^(tcp|tls|ucx|inproc)://\S+$")
+DEFAULT_LOCAL_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """A parsed ``--cluster`` value: an existing scheduler's address, or a local cluster's size."""
+
+    address: str | None
+    local_workers: int | None
+
+
+def parse_cluster(value: str) -> ClusterSpec:
+    """Parse ``tcp://host:port`` or ``local[:N]``.
+
+    Raises:
+        ValueError: anything else (with the accepted forms).
+    """
+    text = value.strip()
+    if match := _LOCAL.match(text):
+        n = int(match["n"]) if match["n"] else DEFAULT_LOCAL_WORKERS
+        if n < 1:
+            raise ValueError(f"--cluster {value!r}: a local cluster needs at least one worker")
+        return ClusterSpec(address=None, local_workers=n)
+    if _REMOTE.match(text):
+        return ClusterSpec(address=text, local_workers=None)
+    raise ValueError(
+        f"--cluster {value!r} is not understood: expected tcp://HOST:PORT (an existing Dask scheduler) or "
+        "local[:N] (a local cluster of N worker processes)"
+    )
+
+
+@contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def open_cluster(value: str, *, memory_limit: str | None = "auto") -> Iterator[Any]:
+    """A ``distributed.Client`` for ``value`` (see :func:`parse_cluster`); everything started is closed after."""
+    spec = parse_cluster(value)
+    from distributed import Client, LocalCluster
+
+    with _sigterm_exits():
+        if spec.address is not None:
+            client = Client(spec.address, timeout="30s")
+            try:
+                yield client
+            finally:
+                client.close()
+            return
+        cluster = LocalCluster(
+            n_workers=spec.local_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit=memory_limit,
+        )
+        try:
+            client = Client(cluster)
+            try:
+                yield client
+            finally:
+                client.close()
+        finally:
+            cluster.close()
+
+
+def dask_task_runner(value: str) -> Any:
+    """prefect-dask's ``DaskTaskRunner`` for a flow or deployment (``flow.with_options(task_runner=...)``).
+
+    ``tcp://...`` connects to the scheduler; ``local[:N]`` makes the runner start (and close) a loopback
+    ``LocalCluster`` of N worker processes for the flow run.
+    """
+    spec = parse_cluster(value)
+    from prefect_dask import DaskTaskRunner
+
+    if spec.address is not None:
+        return DaskTaskRunner(address=spec.address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": spec.local_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "host": "127.0.0.1",
+            "dashboard_address": None,
+        },
+    )
