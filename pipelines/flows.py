@@ -452,7 +452,7 @@ def load_monitoring_config(config_path: Path | None) -> Any:
 @task(name="fetch_drift_reference", **IO_TASK)
 def fetch_drift_reference(tracking_uri: str, artifact_root: Path | None, run_id: str) -> Any:
     """The champion run's logged drift reference, or ``None`` (runs logged before references were)."""
-    from models.package.tracking import load_reference_rows
+    from models.package.run_artifacts import load_reference_rows
 
     return load_reference_rows(configure_mlflow(tracking_uri, artifact_root), run_id)
 
@@ -462,7 +462,7 @@ def rebuild_drift_reference(
     history: ProspectHistory, model: Any, tracking_uri: str, artifact_root: Path | None, run_id: str, snapshots: int
 ) -> Any:
     """A reference rebuilt from the data at the champion's last training dates (its run's ``data.span.train``)."""
-    from models.package.tracking import training_span
+    from models.package.run_artifacts import training_span
     from serving.monitoring.monitor import reference_from_history
 
     span = training_span(configure_mlflow(tracking_uri, artifact_root), run_id)
@@ -504,7 +504,7 @@ def write_monitor_result(result: Any, result_dir: Path) -> Path:
 # Not retried: a retry after a partial log would leave a second monitor run.
 @task(name="log_monitor_result", cache_policy=NO_CACHE)
 def log_monitor_result(tracking_uri: str, artifact_root: Path | None, experiment: str, result: Any) -> str:
-    from models.package.tracking import log_monitor_run
+    from models.package.run_artifacts import log_monitor_run
 
     model = result.model
     return log_monitor_run(

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from features.contract import CONTRACT_FILE, AttributeSpec, Contract, StageSpec
 from features.simulator import catalog as cat
+from features.simulator.chunk_data import NO_TIME, STAGE_ORDER
 from features.simulator.config import SimulatorConfig
 from features.simulator.output import (
     ACTIVITIES_SCHEMA,
@@ -27,7 +28,7 @@ from features.simulator.output import (
     campaigns_table,
     chunk_tables,
 )
-from features.simulator.process import _NO_TIME, STAGE_ORDER, simulate_chunk
+from features.simulator.process import simulate_chunk
 from features.simulator.world import build_world
 
 GROUND_TRUTH_DIR = "ground_truth"
@@ -178,7 +179,7 @@ def generate(
     touches = np.zeros(n_campaigns, dtype=np.int64)
     touched_leads = np.zeros(n_campaigns, dtype=np.int64)
     stage_counts = np.zeros(len(STAGE_ORDER), dtype=np.int64)
-    first_event, last_event = _NO_TIME, 0
+    first_event, last_event = NO_TIME, 0
     try:
         for name, (path, schema, table_fmt) in outputs.items():
             writers[name] = AtomicTableWriter(path, schema, table_fmt)

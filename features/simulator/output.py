@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from features.io import make_temporary
 from features.simulator import catalog as cat
-from features.simulator.process import _NO_TIME, STAGE_ORDER, ChunkData
+from features.simulator.chunk_data import NO_TIME, STAGE_ORDER, ChunkData
 from features.simulator.world import CAMPAIGN_KINDS, World
 
 TS = pa.timestamp("us", tz="UTC")
@@ -107,9 +107,9 @@ def _take(vocab: pa.Array, codes: np.ndarray) -> pa.Array:
 
 
 def _ts(seconds: np.ndarray) -> pa.Array:
-    """UTC timestamps from epoch seconds; ``_NO_TIME`` becomes null."""
+    """UTC timestamps from epoch seconds; ``NO_TIME`` becomes null."""
     seconds = np.asarray(seconds, dtype=np.int64)
-    missing = seconds == _NO_TIME
+    missing = seconds == NO_TIME
     micros = np.where(missing, 0, seconds) * _US
     return pa.array(micros, type=TS, mask=missing if missing.any() else None)
 
@@ -166,7 +166,7 @@ def chunk_tables(world: World, data: ChunkData) -> dict[str, pa.Table]:
             _floats(data.loudness, pa.float32()),
             _take(_PHASES, data.initial_phase),
             pa.array(data.journey_start_s < world.end_s),
-            _ts(np.where(data.journey_start_s < world.end_s, data.journey_start_s, _NO_TIME)),
+            _ts(np.where(data.journey_start_s < world.end_s, data.journey_start_s, NO_TIME)),
             _take(outcome_vocab, np.where(outcome == -2, len(cat.PHASES), outcome)),
             _ts(data.converted_s),
             _ts(data.lost_s),

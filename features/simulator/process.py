@@ -72,11 +72,11 @@ stages and conversions throughout; only activities at or after the drift start d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from features.simulator import catalog as cat
+from features.simulator.chunk_data import NO_TIME, ChunkData
+from features.simulator.sampling import logit, other_topic, sample_choice, sample_rows, sigmoid
 from features.simulator.world import (
     SECONDS_PER_DAY,
     SECONDS_PER_HOUR,
@@ -86,7 +86,6 @@ from features.simulator.world import (
     World,
 )
 
-_NO_TIME = np.iinfo(np.int64).max  # "never" for int64 second times
 # How strongly fit drives each part of the process (multiplied by config.fit_strength).
 _ENTRY_FIT_SLOPE = 0.45
 _IN_MARKET_FIT_SLOPE = 0.45
@@ -101,79 +100,6 @@ _REVENUE_MISSING_BY_SIZE = np.array([1.6, 1.3, 1.0, 0.8, 0.6, 0.5])
 _REVENUE_MISSING_BY_SIZE = _REVENUE_MISSING_BY_SIZE / float(_REVENUE_MISSING_BY_SIZE @ cat.COMPANY_SIZE_WEIGHTS)
 _BG_EMAIL_SHARE = 0.58
 _EMAIL_UNSUBSCRIBED = 0.15
-
-
-@dataclass
-class ChunkData:
-    """Everything one chunk produced, as numpy arrays (local lead index ``0 .. n-1``)."""
-
-    first_lead: int  # global index of local lead 0
-    n: int
-    # leads
-    created_s: np.ndarray
-    source: np.ndarray
-    industry: np.ndarray
-    company_size: np.ndarray
-    country: np.ndarray
-    seniority: np.ndarray
-    revenue_observed: np.ndarray
-    # ground truth per lead
-    true_topic: np.ndarray
-    fit: np.ndarray
-    loudness: np.ndarray
-    initial_phase: np.ndarray
-    journey_start_s: np.ndarray
-    journey_outcome: np.ndarray  # phase code of the journey's end, -1 none, RESEARCH = still going
-    converted_s: np.ndarray
-    lost_s: np.ndarray
-    no_decision_s: np.ndarray
-    disqualified_s: np.ndarray
-    # activities (sorted by lead, time, type)
-    act_lead: np.ndarray
-    act_time_s: np.ndarray
-    act_type: np.ndarray
-    act_channel: np.ndarray
-    act_campaign: np.ndarray  # -1 none
-    act_topic: np.ndarray  # -1 none
-    act_value: np.ndarray  # NaN missing
-    # stage history (sorted by lead, funnel order)
-    stage_lead: np.ndarray
-    stage_code: np.ndarray  # index into the contract's stage order
-    stage_time_s: np.ndarray
-    # true propensity rows (sorted by lead, week)
-    prop_lead: np.ndarray
-    prop_week: np.ndarray
-    prop_value: np.ndarray
-    prop_phase: np.ndarray
-
-
-STAGE_ORDER = ("new", "mql", "sql", "opportunity", "won", "lost", "disqualified")
-ST_NEW, ST_MQL, ST_SQL, ST_OPP, ST_WON, ST_LOST, ST_DQ = range(7)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-9), 1 - 1e-9)
-    return float(np.log(p / (1 - p)))
-
-
-def _choice_rows(rng: np.random.Generator, cum: np.ndarray) -> np.ndarray:
-    """One categorical draw per row of a (n, k) cumulative-probability matrix."""
-    u: np.ndarray = rng.random(size=(cum.shape[0],))
-    return np.minimum((u[:, None] >= cum).sum(axis=1), cum.shape[1] - 1)
-
-
-def _choice(rng: np.random.Generator, weights: np.ndarray, n: int) -> np.ndarray:
-    cum = np.cumsum(weights / weights.sum())
-    return np.minimum(np.searchsorted(cum, rng.random(n), side="right"), len(weights) - 1)
-
-
-def _other_topic(rng: np.random.Generator, true_topic: np.ndarray) -> np.ndarray:
-    n_topics = len(cat.TOPICS)
-    return (true_topic + 1 + rng.integers(0, n_topics - 1, len(true_topic))) % n_topics
 
 
 class _Chunk:
@@ -229,7 +155,7 @@ class _Chunk:
         value[to_download] = np.nan
         # the rewritten activities are web traffic now; some of it, and of all web traffic, is paid
         web = np.array([cat.CH_ORGANIC, cat.CH_DIRECT, cat.CH_PAID, cat.CH_SOCIAL, cat.CH_REFERRAL])
-        fresh = web[_choice(rng, cat.WEB_CHANNEL_WEIGHTS, m)]
+        fresh = web[sample_choice(rng, cat.WEB_CHANNEL_WEIGHTS, m)]
         rewritten = to_visit | to_download
         channel[rewritten] = fresh[rewritten]
         paid = after & np.isin(channel, web) & (rng.random(m) < 0.6 * s)
@@ -263,33 +189,33 @@ class _Chunk:
         base[:, cat.SRC_EVENT] = np.where(event_c >= 0, 0.5, 0.015)
         base[:, cat.SRC_PAID] *= np.where(paid_c >= 0, 1.6, 1.0)
         base[:, cat.SRC_SOCIAL] *= np.where(social_c >= 0, 1.6, 1.0)
-        source = _choice_rows(rng, np.cumsum(base / base.sum(axis=1, keepdims=True), axis=1))
+        source = sample_rows(rng, np.cumsum(base / base.sum(axis=1, keepdims=True), axis=1))
         linked = rng.random(n) < 0.8
         src_campaign = np.full(n, -1, dtype=np.int64)
         src_campaign = np.where(source == cat.SRC_EVENT, event_c, src_campaign)
         src_campaign = np.where((source == cat.SRC_PAID) & linked, paid_c, src_campaign)
         src_campaign = np.where((source == cat.SRC_SOCIAL) & linked, social_c, src_campaign)
 
-        industry = _choice(rng, cat.INDUSTRY_WEIGHTS, n)
+        industry = sample_choice(rng, cat.INDUSTRY_WEIGHTS, n)
         size_cum = np.cumsum(np.exp(cat.size_logits()), axis=1)
         size_cum /= size_cum[:, -1:]
-        size = _choice_rows(rng, size_cum[industry])
+        size = sample_rows(rng, size_cum[industry])
         sen_cum = np.cumsum(np.exp(cat.seniority_logits()), axis=1)
         sen_cum /= sen_cum[:, -1:]
-        seniority = _choice_rows(rng, sen_cum[size])
-        country = _choice(rng, cat.COUNTRY_WEIGHTS, n)
+        seniority = sample_rows(rng, sen_cum[size])
+        country = sample_choice(rng, cat.COUNTRY_WEIGHTS, n)
         # Badge scans come from the event's region.
         ev = np.flatnonzero(src_campaign >= 0)
         ev = ev[source[ev] == cat.SRC_EVENT]
         if len(ev):
             allowed = w.campaigns.target_country[src_campaign[ev]] * cat.COUNTRY_WEIGHTS[None, :]
-            country[ev] = _choice_rows(rng, np.cumsum(allowed / allowed.sum(axis=1, keepdims=True), axis=1))
+            country[ev] = sample_rows(rng, np.cumsum(allowed / allowed.sum(axis=1, keepdims=True), axis=1))
         revenue = np.exp(np.log(cat.COMPANY_SIZE_REVENUE_MUSD[size]) + cat.REVENUE_SIGMA * rng.standard_normal(n))
         revenue = np.round(revenue, 2) + 0.01
         missing = rng.random(n) < self.cfg.revenue_missing_rate * _REVENUE_MISSING_BY_SIZE[size]
         topic_cum = np.cumsum(cat.TOPIC_BY_INDUSTRY, axis=1)
         topic_cum /= topic_cum[:, -1:]
-        true_topic = _choice_rows(rng, topic_cum[industry])
+        true_topic = sample_rows(rng, topic_cum[industry])
         fit = cat.firmographic_fit(source, industry, size, country, seniority, revenue)
         fit = fit + cat.FIT_NOISE_SD * rng.standard_normal(n)
         loud_shape = self.cfg.loudness_shape
@@ -315,14 +241,14 @@ class _Chunk:
         self.p_en = np.minimum(
             e_exit * (1 - cfg.evaluation_abandon_share) * np.exp(_PROGRESS_FIT_SLOPE * fit), 0.95 - self.p_ea
         )
-        win = _sigmoid(_logit(cfg.decision_win_share) + _WIN_FIT_SLOPE * fit)
+        win = sigmoid(logit(cfg.decision_win_share) + _WIN_FIT_SLOPE * fit)
         self.p_nw = d_exit * win
         self.p_nl = d_exit * (1 - win)
 
         ws = w.week_start_s[None, : self.T_ext]
         self.h = np.minimum(cfg.entry_hazard_per_week * self.phi[:, None] * w.buying_season[None, :], 0.5)
         dq_ok = (ws - self.created[:, None]) >= cfg.disqualify_after_weeks * SECONDS_PER_WEEK
-        q_base = cfg.disqualify_hazard_per_week * _sigmoid(-_DQ_FIT_SLOPE * (fit - _DQ_FIT_CENTRE))
+        q_base = cfg.disqualify_hazard_per_week * sigmoid(-_DQ_FIT_SLOPE * (fit - _DQ_FIT_CENTRE))
         self.q = np.where(dq_ok, q_base[:, None], 0.0)
 
         # Campaign targeting and need match, per (lead, campaign).
@@ -338,15 +264,13 @@ class _Chunk:
 
         # Initial phase: inbound leads are more often already in a journey; a campaign that created
         # the lead (trade show, ad) can have triggered the journey too.
-        p_in = _sigmoid(
-            _logit(cfg.initial_in_market_rate) + _SOURCE_IN_MARKET[self.source] + _IN_MARKET_FIT_SLOPE * fit
-        )
+        p_in = sigmoid(logit(cfg.initial_in_market_rate) + _SOURCE_IN_MARKET[self.source] + _IN_MARKET_FIT_SLOPE * fit)
         if len(camps):
             has_c = self.src_campaign >= 0
             trig0 = np.where(has_c, self.trigger[np.arange(n), np.maximum(self.src_campaign, 0)], 0.0)
             p_in = 1 - (1 - p_in) * (1 - trig0)
         in_market = self.rng.random(n) < p_in
-        which = _choice(self.rng, _INITIAL_PHASE_SHARES, n) + cat.RESEARCH
+        which = sample_choice(self.rng, _INITIAL_PHASE_SHARES, n) + cat.RESEARCH
         self.initial_phase = np.where(in_market, which, cat.DORMANT).astype(np.int8)
 
     # -- the latent chain ------------------------------------------------------------------------
@@ -357,10 +281,10 @@ class _Chunk:
         # log P(no campaign fires) per (lead, week) for a lead dormant / researching / evaluating at the
         # week start: the expected campaign effect used by the exact recursion in _propensity.
         self.log_no_fire = np.zeros((3, n, self.T_ext))
-        journey_start = np.where(phase != cat.DORMANT, self.created, _NO_TIME)
-        decision_start = np.where(phase == cat.DECISION, self.created, _NO_TIME)
-        journey_end = np.full(n, _NO_TIME, dtype=np.int64)
-        dq_time = np.full(n, _NO_TIME, dtype=np.int64)
+        journey_start = np.where(phase != cat.DORMANT, self.created, NO_TIME)
+        decision_start = np.where(phase == cat.DECISION, self.created, NO_TIME)
+        journey_end = np.full(n, NO_TIME, dtype=np.int64)
+        dq_time = np.full(n, NO_TIME, dtype=np.int64)
         touches: list[tuple[np.ndarray, int, np.ndarray, np.ndarray]] = []
         lead_idx = np.arange(n)
         movable = np.zeros(cat.N_PHASES, dtype=bool)
@@ -444,7 +368,7 @@ class _Chunk:
         self.journey_end = journey_end
         self.dq_time = dq_time
         self.close_time = np.where(
-            np.isin(phase, (cat.WON, cat.LOST)), journey_end, np.where(phase == cat.DISQUALIFIED, dq_time, _NO_TIME)
+            np.isin(phase, (cat.WON, cat.LOST)), journey_end, np.where(phase == cat.DISQUALIFIED, dq_time, NO_TIME)
         )
         self.touches = touches
 
@@ -516,7 +440,7 @@ class _Chunk:
         hi_full = np.minimum(SECONDS_PER_WEEK, w.end_s - ws).astype(np.float64)
         close = self.close_time[lead]
         hi_open = np.clip(close - ws, 0, None).astype(np.float64)
-        hi_open = np.where(close == _NO_TIME, hi_full, np.minimum(hi_full, hi_open))
+        hi_open = np.where(close == NO_TIME, hi_full, np.minimum(hi_full, hi_open))
         mass_full = w.week_mass(lo, hi_full)
         mass_open = np.where(hi_open > lo, w.week_mass(lo, np.maximum(hi_open, lo)), 0.0)
 
@@ -576,7 +500,7 @@ class _Chunk:
         a_type = a_type.astype(np.int64)
         phase = phase.astype(np.int64)
         if channel is None:
-            web = _choice(rng, cat.WEB_CHANNEL_WEIGHTS, m)  # organic, direct, paid, social, referral
+            web = sample_choice(rng, cat.WEB_CHANNEL_WEIGHTS, m)  # organic, direct, paid, social, referral
             web_channel = np.array([cat.CH_ORGANIC, cat.CH_DIRECT, cat.CH_PAID, cat.CH_SOCIAL, cat.CH_REFERRAL])[web]
             channel = np.select(
                 [
@@ -592,7 +516,7 @@ class _Chunk:
             true = self.true_topic[lead]
             p_true = np.full(m, cat.BACKGROUND_TOPIC_FIDELITY) if background else cat.TOPIC_FIDELITY[phase]
             tagged = rng.random(m) < cat.TOPIC_TAGGED[a_type]
-            topic = np.where(rng.random(m) < p_true, true, _other_topic(rng, true))
+            topic = np.where(rng.random(m) < p_true, true, other_topic(rng, true))
             topic = np.where(tagged, topic, -1)
         value = self._values(a_type, phase, background)
         return {
@@ -685,7 +609,7 @@ class _Chunk:
         )
         keep = np.flatnonzero(src != cat.SRC_PARTNER)
         camp = self.src_campaign[keep]
-        own = np.where(rng.random(len(keep)) < 0.7, self.true_topic[keep], _other_topic(rng, self.true_topic[keep]))
+        own = np.where(rng.random(len(keep)) < 0.7, self.true_topic[keep], other_topic(rng, self.true_topic[keep]))
         campaign_topic = self.w.campaigns.topic[np.maximum(camp, 0)] if len(self.w.campaigns) else own
         topic = np.where(camp >= 0, campaign_topic, own)
         topic = np.where(np.isin(a_type[keep], (cat.SALES_CALL, cat.EVENT_ATTENDANCE)) & (camp < 0), -1, topic)
@@ -735,7 +659,7 @@ class _Chunk:
         cum = np.cumsum(s_pts)
         base = np.maximum.accumulate(np.where(new_group, cum - s_pts, 0)) if len(cum) else cum
         hit = np.flatnonzero(cum - base >= cat.MQL_THRESHOLD)
-        mql = np.full(n, _NO_TIME, dtype=np.int64)
+        mql = np.full(n, NO_TIME, dtype=np.int64)
         first_hit_lead, first = np.unique(s_lead[hit], return_index=True)
         mql[first_hit_lead] = s_time[hit[first]]
         # Partners send qualified leads.
@@ -743,18 +667,18 @@ class _Chunk:
 
         # SQL: a demo request accepted by sales after a short delay (if still open).
         demo = np.flatnonzero((acts["type"] == cat.DEMO_REQUEST) & (acts["time"] < close[acts["lead"]]))
-        sql = np.full(n, _NO_TIME, dtype=np.int64)
+        sql = np.full(n, NO_TIME, dtype=np.int64)
         np.minimum.at(sql, acts["lead"][demo], acts["time"][demo])
         delay = SECONDS_PER_HOUR + np.floor(rng.exponential(1.2 * SECONDS_PER_DAY, n)).astype(np.int64)
-        sql = np.where(sql < _NO_TIME, sql + delay, sql)
-        opp = np.where(self.decision_start < w.end_s, self.decision_start, _NO_TIME)
+        sql = np.where(sql < NO_TIME, sql + delay, sql)
+        opp = np.where(self.decision_start < w.end_s, self.decision_start, NO_TIME)
         sql = np.minimum(sql, opp)
-        sql = np.where((sql < close) & (sql < w.end_s), sql, _NO_TIME)
+        sql = np.where((sql < close) & (sql < w.end_s), sql, NO_TIME)
         mql = np.minimum(mql, sql)
-        mql = np.where((mql < close) & (mql < w.end_s), mql, _NO_TIME)
+        mql = np.where((mql < close) & (mql < w.end_s), mql, NO_TIME)
 
         # Sales follows up new MQLs with one or two calls (whatever the lead's intent).
-        has_mql = np.flatnonzero(mql < _NO_TIME)
+        has_mql = np.flatnonzero(mql < NO_TIME)
         k = rng.integers(1, 3, len(has_mql))
         f_lead = np.repeat(has_mql, k)
         f_when = mql[f_lead] + 2 * SECONDS_PER_HOUR + np.floor(rng.random(len(f_lead)) * 9 * SECONDS_PER_DAY)
@@ -764,12 +688,12 @@ class _Chunk:
         acts = {key: np.concatenate([acts[key], follow[key]]) for key in acts}
 
         phase = self.final_phase
-        won = np.where(phase == cat.WON, self.journey_end, _NO_TIME)
-        lost = np.where(phase == cat.LOST, self.journey_end, _NO_TIME)
-        dq = np.where(phase == cat.DISQUALIFIED, self.dq_time, _NO_TIME)
+        won = np.where(phase == cat.WON, self.journey_end, NO_TIME)
+        lost = np.where(phase == cat.LOST, self.journey_end, NO_TIME)
+        dq = np.where(phase == cat.DISQUALIFIED, self.dq_time, NO_TIME)
         columns = [self.created, mql, sql, opp, won, lost, dq]
         times = np.stack(columns, axis=1)
-        have = times < _NO_TIME
+        have = times < NO_TIME
         s_lead, s_code = np.nonzero(have)
         stages: dict[str, np.ndarray] = {
             "lead": s_lead.astype(np.int64),
@@ -788,7 +712,7 @@ class _Chunk:
         acts = _sorted_unique(acts, self.w.start_s, self.w.end_s)
         phase = self.final_phase
         outcome = np.where(
-            self.journey_start < _NO_TIME,
+            self.journey_start < NO_TIME,
             np.where(np.isin(phase, (cat.WON, cat.LOST, cat.NO_DECISION)), phase, cat.RESEARCH),
             -1,
         ).astype(np.int8)
@@ -808,10 +732,10 @@ class _Chunk:
             initial_phase=self.initial_phase,
             journey_start_s=self.journey_start,
             journey_outcome=outcome,
-            converted_s=np.where(phase == cat.WON, self.journey_end, _NO_TIME),
-            lost_s=np.where(phase == cat.LOST, self.journey_end, _NO_TIME),
-            no_decision_s=np.where(phase == cat.NO_DECISION, self.journey_end, _NO_TIME),
-            disqualified_s=np.where(phase == cat.DISQUALIFIED, self.dq_time, _NO_TIME),
+            converted_s=np.where(phase == cat.WON, self.journey_end, NO_TIME),
+            lost_s=np.where(phase == cat.LOST, self.journey_end, NO_TIME),
+            no_decision_s=np.where(phase == cat.NO_DECISION, self.journey_end, NO_TIME),
+            disqualified_s=np.where(phase == cat.DISQUALIFIED, self.dq_time, NO_TIME),
             act_lead=acts["lead"],
             act_time_s=acts["time"],
             act_type=acts["type"],

@@ -95,7 +95,7 @@ EFFECTS = pd.DataFrame(
 
 
 def test_the_logged_run_carries_the_effect_table(trained: Trained, mlflow_target: TrackingTarget) -> None:  # noqa: F811
-    from models.package.tracking import load_effects
+    from models.package.run_artifacts import load_effects
 
     run_id = mlflow_target.client().get_model_version(trained.model_name, "1").run_id
     table = load_effects(run_id, tracking_uri=mlflow_target.tracking_uri)

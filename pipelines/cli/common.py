@@ -1,0 +1,85 @@
+"""The ``leadscore`` Typer app and what its commands share: consoles, clear user errors, progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+app = typer.Typer(
+    name="leadscore",
+    help="Predictive lead scoring: point-in-time features, calibrated readiness and buying stage, MLflow, Prefect.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _main() -> None:
+    """Predictive lead scoring for the marketing -> sales handoff."""
+    from pipelines.runtime import apply_runtime_defaults, install_termination_handlers
+
+    apply_runtime_defaults()
+    install_termination_handlers()
+
+
+def guard_prefect() -> None:
+    """Before a flow runs: Prefect's temporary API server must end with this command (SIGKILL too)."""
+    from pipelines.runtime import guard_ephemeral_server
+
+    guard_ephemeral_server()
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn expected failures (bad data, bad config) into a clear message and exit code 2."""
+    from features.contract import ContractError
+    from pipelines.config import ConfigError
+
+    try:
+        yield
+    except (ContractError, ConfigError, ValueError, FileNotFoundError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+
+
+def progress_display() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def parse_days(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    from features.snapshots import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from exc
+
+
+def run_with_status(message: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` under a pulsing progress bar with elapsed time (its duration is not known up front)."""
+    with progress_display() as progress:
+        bar = progress.add_task(message, total=None)
+        value = fn()
+        progress.update(bar, total=1, completed=1)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
