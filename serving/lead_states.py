@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -30,12 +30,13 @@ class NotOpenState:
     stage: str | None  # the terminal stage (``converted``/``closed``), None for ``not_created``
 
 
-def _ns(values: pd.Series) -> np.ndarray:
-    return pd.DatetimeIndex(values).as_unit("ns").asi8
+def _us(values: pd.Series) -> np.ndarray:
+    """Times as integer microseconds since the epoch (microseconds cover years 1-9999; nanoseconds stop at 1677)."""
+    return pd.DatetimeIndex(values).as_unit("us").asi8
 
 
-def _utc(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).replace(microsecond=0)
+def _utc(us: int) -> datetime:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).replace(microsecond=0)
 
 
 class LeadStates:
@@ -46,13 +47,13 @@ class LeadStates:
         self._converted = stages.converted
         self._closed = set(stages.closed_negative)
         leads = history.leads
-        self._created = dict(zip(leads["lead_id"].astype(str).tolist(), _ns(leads["created_at"]).tolist(), strict=True))
+        self._created = dict(zip(leads["lead_id"].astype(str).tolist(), _us(leads["created_at"]).tolist(), strict=True))
         entries = history.stage_history
         self._entries: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if len(entries):
-            order = np.lexsort((_ns(entries["entered_at"]), entries["lead_id"].astype(str).to_numpy()))
+            order = np.lexsort((_us(entries["entered_at"]), entries["lead_id"].astype(str).to_numpy()))
             ids = entries["lead_id"].astype(str).to_numpy()[order]
-            times = _ns(entries["entered_at"])[order]
+            times = _us(entries["entered_at"])[order]
             names = entries["stage"].astype(str).to_numpy(dtype=object)[order]
             starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
             ends = np.r_[starts[1:], len(ids)]
@@ -64,7 +65,7 @@ class LeadStates:
 
     def not_open(self, lead_id: str, as_of: pd.Timestamp) -> NotOpenState | None:
         """Why ``lead_id`` (a lead of the history) is not open at ``as_of``; None when it is open."""
-        when = int(as_of.as_unit("ns").value)
+        when = int(_us(pd.Series([as_of]))[0])
         created = self._created[lead_id]
         if created >= when:
             return NotOpenState("not_created", _utc(created), None)

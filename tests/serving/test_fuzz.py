@@ -40,9 +40,14 @@ _LEAKS = re.compile(r"Traceback|File \"|/work/|/home/|/usr/|site-packages|\.py\b
 
 
 @pytest.fixture(scope="module")
-def app(trained: Trained) -> Iterator[FastAPI]:  # noqa: F811
+def app(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:  # noqa: F811
+    # a report to serve, so that GET /v1/report is fuzzed past its 404 too
+    report = tmp_path_factory.mktemp("fuzz-report") / "report.html"
+    report.write_text("<!doctype html><title>report</title><p>fuzz</p>", encoding="utf-8")
     # generous limits: the fuzzer checks correctness, not load shedding
-    yield create_app(_config(trained, max_body_bytes=1_048_576, deadline_seconds=30, max_in_flight=1_000))
+    yield create_app(
+        _config(trained, max_body_bytes=1_048_576, deadline_seconds=30, max_in_flight=1_000, report_path=report)
+    )
 
 
 def _operations(schema: Any) -> list[Any]:

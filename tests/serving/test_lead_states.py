@@ -52,3 +52,22 @@ def test_reason_stage_and_time_come_from_the_history(history: ProspectHistory) -
     first = history.leads.sort_values("created_at").iloc[0]
     early = states.not_open(str(first["lead_id"]), first["created_at"])  # created at as_of: not yet open
     assert early is not None and early.reason == "not_created"
+
+
+def test_times_outside_the_nanosecond_range_are_explained(history: ProspectHistory) -> None:
+    """An inline lead may carry any timestamp the API accepts (years 1-9999): found by fuzzing POST /v2/score
+    with ``created_at`` in 1677, which overflowed a nanosecond conversion (500)."""
+    leads = history.leads.head(2).copy()
+    leads["created_at"] = pd.to_datetime(["0001-01-01T00:00:00Z", "9000-06-01T12:00:00Z"]).as_unit("us")
+    early = ProspectHistory(
+        leads=leads,
+        activities=history.activities.iloc[0:0],
+        stage_history=history.stage_history.iloc[0:0],
+        contract=history.contract,
+    )
+    states = LeadStates(early)
+    old, future = (str(x) for x in leads["lead_id"])
+    assert states.not_open(old, pd.Timestamp("1500-01-01", tz="UTC").as_unit("us")) is None
+    late = states.not_open(future, pd.Timestamp("2025-01-01", tz="UTC"))
+    assert late is not None and late.reason == "not_created"
+    assert late.at.year == 9000
