@@ -247,8 +247,12 @@ def connect_tracking(tracking_uri: str, artifact_root: Path | None) -> TrackingT
 def log_and_register(
     target: TrackingTarget, result: training.TrainingResult, experiment: str, model_name: str, data_dir: Path
 ) -> TrainingRun:
+    from prefect.runtime import flow_run
+
+    # Lineage: which Prefect flow run (scheduled, triggered or local) produced this model version.
+    tags = {"leadscore.flow_run_id": str(flow_run.id)} if flow_run.id else None
     return log_training_result(
-        target, result, experiment=experiment, registered_model_name=model_name, data_dir=data_dir
+        target, result, experiment=experiment, registered_model_name=model_name, data_dir=data_dir, tags=tags
     )
 
 

@@ -79,6 +79,10 @@ def test_train_registers_champion_then_compares_challenger_on_same_rows(env: dic
     # the decision was logged on the challenger's run, with the champion scored on the same rows
     run = registry.client.get_run(versions[2].run_id)
     assert run.data.tags.get("leadscore.promotion") == "promoted"
+    # lineage: each version names the (local) Prefect flow run that trained it, a different one per train
+    first_run = registry.client.get_run(versions[1].run_id)
+    flow_runs = {r.data.tags.get("leadscore.flow_run_id") for r in (first_run, run)}
+    assert None not in flow_runs and len(flow_runs) == 2
     assert run.data.metrics["promotion.champion.pr_auc"] == pytest.approx(run.data.metrics["pr_auc"])
     assert run.data.metrics["guardrail.passed"] == 1.0
     assert run.data.metrics["guardrail.roc_auc_low"] > 0.5

@@ -222,6 +222,19 @@ def _model_versions(stack: Stack) -> int:
     return len(MlflowClient(stack.tracking_uri).search_model_versions("name='leadscore'"))
 
 
+def _version_lineage(stack: Stack) -> list[tuple[str, str | None]]:
+    """(model version, Prefect flow run id that trained it) for every registered version."""
+    from mlflow import MlflowClient
+
+    if not (stack.home / "mlflow.db").exists():
+        return []
+    client = MlflowClient(stack.tracking_uri)
+    return [
+        (v.version, client.get_run(v.run_id).data.tags.get("leadscore.flow_run_id"))
+        for v in client.search_model_versions("name='leadscore'")
+    ]
+
+
 def _score_batches(stack: Stack) -> int:
     from serving.stores import ScoreStore
 
@@ -273,4 +286,11 @@ def test_deployment_runs_on_a_real_server(stack: Stack, spec: DeploymentSpec) ->
     before_count = count(stack)
     run = _run(stack, spec)
     assert run["parameters"] == deployment["parameters"]
-    assert count(stack) == before_count + 1, f"{spec.full_name} completed but left no new output"
+    after_count = count(stack)
+    assert after_count == before_count + 1, (
+        f"{spec.full_name} (flow run {run['id']}) completed but left {after_count - before_count} new outputs, "
+        f"not 1; flow runs so far: {stack.done}; model versions: {_version_lineage(stack)}\n"
+        f"worker log:\n{stack.log_tail('worker', 80)}"
+    )
+    if spec.key == "train":  # the new version is this flow run's, not a stray one's
+        assert [fr for _, fr in _version_lineage(stack)].count(run["id"]) == 1, _version_lineage(stack)
