@@ -63,11 +63,16 @@ Campaign touches keep their type and channel; only self-directed activity change
   ``0.5 s``; a pricing-page view becomes a plain web visit with probability ``0.5 s`` (pricing moved
   behind a form);
 - channel mix: self-directed web activity (organic, direct, paid, social, referral traffic), including
-  the rewritten visits, comes from paid search with probability ``0.6 s`` (a switch to paid acquisition).
+  the rewritten visits, comes from paid search with probability ``0.6 s`` (a switch to paid acquisition);
+- recorded attributes: a new sign-up form asks for annual revenue in thousands of USD and the CRM stores
+  the typed figure in the million-USD field, so a lead created at or after the drift start has
+  ``annual_revenue_musd`` 1000 times too large with probability ``0.5 s`` (the true revenue, and so the
+  lead's propensity and outcome, are unchanged: only what the model sees).
 
 The rewrite draws from its own random stream (one per chunk), after every draw of the undrifted
 process, so the same seed gives byte-identical data before the drift start, and identical leads,
-stages and conversions throughout; only activities at or after the drift start differ.
+stages and conversions throughout; only activities at or after the drift start, and the recorded
+revenue of leads created from then on, differ.
 """
 
 from __future__ import annotations
@@ -160,6 +165,9 @@ class _Chunk:
         channel[rewritten] = fresh[rewritten]
         paid = after & np.isin(channel, web) & (rng.random(m) < 0.6 * s)
         channel[paid] = cat.CH_PAID
+        # the new sign-up form asks for revenue in thousands: the CRM stores what was typed
+        typed_in_thousands = (self.created >= drift_s) & (rng.random(self.n) < 0.5 * s)
+        self.revenue_observed = np.where(typed_in_thousands, self.revenue_observed * 1000.0, self.revenue_observed)
         return acts
 
     # -- leads ---------------------------------------------------------------------------------
