@@ -202,7 +202,6 @@ def test_generate_drift_after_outside_the_span_is_refused(tmp_path: Path) -> Non
     assert "inside the simulated span" in _flat(result.output)
 
 
-
 def test_monitor_alerts_on_drifted_data(env: dict[str, Any], webhook: tuple[str, type[_Hook]]) -> None:
     url, hook = webhook
     out = env["base"] / "results-drifted"
