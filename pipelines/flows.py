@@ -612,6 +612,13 @@ class ReportSummary:
     timings: dict[str, float]
 
 
+def _champion_effects(model: Any) -> pd.DataFrame | None:
+    from serving.report.inputs import check_effects
+
+    effects = getattr(model, "effects", None)
+    return check_effects(effects) if isinstance(effects, pd.DataFrame) and len(effects) else None
+
+
 @task(name="gather_report_inputs", **IO_TASK)
 def gather_report_inputs(
     store_url: str,
@@ -640,7 +647,8 @@ def gather_report_inputs(
             history=history,
             since=snapshots.parse_as_of([since])[0].to_pydatetime() if since else None,
             client=mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri),
-            effects=read_effects(effects_path) if effects_path is not None else None,
+            # an explicit table wins; else the estimated effects the champion carries (train attaches them)
+            effects=read_effects(effects_path) if effects_path is not None else _champion_effects(model),
             reference=reference,
         )
     finally:

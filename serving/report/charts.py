@@ -88,10 +88,14 @@ def _err(values: Sequence[float | None], lows: Sequence[float | None], highs: Se
 
 
 def _percent_axis(ax: Any, axis: str = "y") -> None:
-    from matplotlib.ticker import PercentFormatter
+    from matplotlib.ticker import FuncFormatter
+
+    def percent(x: float, _pos: int) -> str:  # 0 %, 0.5 %, 1 %: decimals only where the ticks need them
+        text = f"{x * 100:.2f}".rstrip("0").rstrip(".")
+        return f"{'0' if text in ('-0', '') else text}%"
 
     target = ax.yaxis if axis == "y" else ax.xaxis
-    target.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    target.set_major_formatter(FuncFormatter(percent))
 
 
 def rate_bars(

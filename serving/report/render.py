@@ -192,6 +192,19 @@ def _pct(value: float | None, digits: int = 1) -> str:
     return f"{100 * value:.{digits}f} %"
 
 
+def _pp(value: float | None, digits: int = 1) -> str:
+    """A difference of two rates in signed percentage points (an effect on conversion)."""
+    if value is None or not np.isfinite(value):
+        return "-"
+    return f"{100 * value:+.{digits}f} pp"
+
+
+def _pp_range(low: float | None, high: float | None, digits: int = 1) -> str:
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return "-"
+    return f"{_pp(low, digits)} to {_pp(high, digits)}"
+
+
 def _interval(rate: Rate | Estimate | None, digits: int = 1, scale: float = 100.0, unit: str = " %") -> str:
     if rate is None or rate.low is None or rate.high is None:
         return "-"
@@ -218,7 +231,8 @@ def _environment() -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(pct=_pct, interval=_interval, num=_num, date=_date, rate=rate_text)
+    env.globals.update(pp_range=_pp_range)
+    env.filters.update(pp=_pp, pct=_pct, interval=_interval, num=_num, date=_date, rate=rate_text)
     env.globals["intcomma"] = lambda n: f"{int(n):,}"
     return env
 

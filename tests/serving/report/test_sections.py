@@ -192,7 +192,8 @@ def test_an_effects_table_plugs_into_section_4() -> None:
     row = next(r for r in section.groups["campaign"] if r.name == "C1")
     assert row.effect is not None and row.effect["estimate"] == pytest.approx(0.031)  # the overall row
     html, _ = build_report(inputs)
-    assert '<th class="num">Estimated effect</th>' in html and "no evidence of effect" in html and "3.1 %" in html
+    assert '<th class="num">Estimated effect</th>' in html and "no evidence of effect" in html and "+3.1 pp" in html
+    assert "+1.0 pp to +5.2 pp" in html
     assert "Association only, not effect." not in html
     with pytest.raises(ValueError, match=r"lacks columns \['estimate'\]"):
         check_effects(effects.drop(columns=["estimate"]))
