@@ -85,7 +85,8 @@ def _champion(home: Path, name: str = "leadscore") -> int | None:
 
     from models.package.registry import ModelRegistry
 
-    champion = ModelRegistry(MlflowClient(f"sqlite:///{home / 'mlflow.db'}"), name).champion()
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    champion = ModelRegistry(MlflowClient(uri, registry_uri=uri), name).champion()
     return None if champion is None else champion.version
 
 

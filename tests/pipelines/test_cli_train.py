@@ -72,7 +72,8 @@ def test_train_registers_champion_then_compares_challenger_on_same_rows(env: dic
     # and beats the baselines, so the fresher model is promoted; the printed reason says what was compared.
     assert "promoted to champion" in second
     assert "meets >= 0.95 x" in second and "beats the best baseline" in second and "signal: test ROC AUC" in second
-    registry = ModelRegistry(MlflowClient(f"sqlite:///{env['home'] / 'mlflow.db'}"), "leadscore")
+    uri = f"sqlite:///{env['home'] / 'mlflow.db'}"
+    registry = ModelRegistry(MlflowClient(uri, registry_uri=uri), "leadscore")  # not the process-wide registry
     versions = {v.version: v for v in registry.list_versions()}
     assert set(versions) == {1, 2}
     assert versions[2].is_champion

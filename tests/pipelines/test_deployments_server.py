@@ -219,7 +219,7 @@ def _model_versions(stack: Stack) -> int:
 
     if not (stack.home / "mlflow.db").exists():
         return 0
-    return len(MlflowClient(stack.tracking_uri).search_model_versions("name='leadscore'"))
+    return len(MlflowClient(stack.tracking_uri, registry_uri=stack.tracking_uri).search_model_versions("name='leadscore'"))
 
 
 def _version_lineage(stack: Stack) -> list[tuple[str, str | None]]:
@@ -228,11 +228,16 @@ def _version_lineage(stack: Stack) -> list[tuple[str, str | None]]:
 
     if not (stack.home / "mlflow.db").exists():
         return []
-    client = MlflowClient(stack.tracking_uri)
-    return [
-        (v.version, client.get_run(v.run_id).data.tags.get("leadscore.flow_run_id"))
-        for v in client.search_model_versions("name='leadscore'")
-    ]
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(stack.tracking_uri, registry_uri=stack.tracking_uri)
+    out: list[tuple[str, str | None]] = []
+    for v in client.search_model_versions("name='leadscore'"):
+        try:
+            out.append((v.version, client.get_run(v.run_id).data.tags.get("leadscore.flow_run_id")))
+        except MlflowException as exc:  # a version whose run is gone: say so instead of failing here
+            out.append((v.version, f"run {v.run_id} not found ({exc.error_code}); source {v.source}"))
+    return out
 
 
 def _score_batches(stack: Stack) -> int:

@@ -537,7 +537,7 @@ def test_feedback_is_idempotent_and_conflicts_are_refused(client: TestClient, tr
 def _new_version(trained: Trained, name: str, source: str) -> int:
     from mlflow import MlflowClient
 
-    client = MlflowClient(trained.tracking_uri)
+    client = MlflowClient(trained.tracking_uri, registry_uri=trained.tracking_uri)
     return int(client.create_model_version(name, source, run_id=trained.run_id).version)
 
 
@@ -578,7 +578,7 @@ def test_report_is_served_with_the_same_keys_and_is_404_json_before_the_first(tr
 def test_newly_promoted_champion_is_picked_up_and_a_failing_one_keeps_the_old(trained: Trained) -> None:
     from mlflow import MlflowClient
 
-    registry = MlflowClient(trained.tracking_uri)
+    registry = MlflowClient(trained.tracking_uri, registry_uri=trained.tracking_uri)
     name = f"hot-{uuid.uuid4().hex[:8]}"
     registry.create_registered_model(name)
     v1 = _new_version(trained, name, trained.source)
