@@ -38,10 +38,8 @@ rejected rows, once per distinct offending value.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,20 +152,20 @@ def load_history(
     paths = {table: find_table(data_dir, table) for table in TABLES}
 
     started = time.perf_counter()
-    raw = _read(paths["leads"])
+    raw = _read(paths["leads"], "leads", contract)
     leads = _validate_leads(raw, paths["leads"], contract, now_ts)
     leads_seconds = time.perf_counter() - started
     index = _LeadIndex.build(leads.frame, leads.quarantined_ids)
     del raw
 
     started = time.perf_counter()
-    raw = _read(paths["activities"])
+    raw = _read(paths["activities"], "activities", contract)
     activities = _validate_activities(raw, paths["activities"], contract, now_ts, index)
     activities_seconds = time.perf_counter() - started
     del raw
 
     started = time.perf_counter()
-    raw = _read(paths["stage_history"])
+    raw = _read(paths["stage_history"], "stage_history", contract)
     stages = _validate_stage_history(raw, paths["stage_history"], contract, now_ts, index)
     stages_seconds = time.perf_counter() - started
     del raw
@@ -250,24 +248,16 @@ def _check_columns(raw: pd.DataFrame, path: Path, table: str, contract: Contract
         raise ContractError(f"{path}: table '{table}': " + "; ".join(problems))
 
 
-def _read(path: Path) -> pd.DataFrame:
-    """Read a table; a named index restored by Parquet becomes a column again."""
-    if path.suffix == ".csv":
-        _check_csv_header(path)
-    raw = read_raw_table(path)
+def _read(path: Path, table: str, contract: Contract) -> pd.DataFrame:
+    """Read a table (CSV in the contract's encoding and delimiter); a named index restored by Parquet becomes a
+    column again."""
+    raw = read_raw_table(
+        path, encoding=contract.encoding, delimiter=contract.delimiter, expected=REQUIRED_COLUMNS[table]
+    )
     if isinstance(raw.index, pd.RangeIndex) and raw.index.start == 0 and raw.index.step == 1:
         return raw
     named = any(name is not None for name in raw.index.names)
     return raw.reset_index(drop=not named)
-
-
-def _check_csv_header(path: Path) -> None:
-    """Reject duplicate header names, which the CSV reader would silently rename ("x", "x.1")."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        header = next(csv.reader(handle), [])
-    duplicated = sorted(name for name, count in Counter(header).items() if count > 1)
-    if duplicated:
-        raise ContractError(f"{path}: duplicate column name(s) in the header: {', '.join(repr(c) for c in duplicated)}")
 
 
 def _check_numbers(problems: RowProblems, column: str, raw: pd.Series, values: np.ndarray, invalid: np.ndarray) -> None:
