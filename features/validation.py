@@ -10,12 +10,16 @@ Two kinds of problem are distinguished:
 - **Whole-file problems** raise :class:`~features.contract.ContractError` with a message that
   names the file (and column/row where it applies): a missing table, missing required columns,
   columns the contract does not declare, a timestamp column mixing values with and without a
-  time-zone offset, an empty leads table.
+  time-zone offset, an empty leads table; a CSV file that cannot be read (empty, not in the contract's
+  ``encoding``, another ``delimiter``, rows with the wrong number of fields, a line over
+  :data:`features.io.MAX_CSV_LINE_BYTES`), named with its line and the fix (see :func:`features.io.read_raw_table`).
 - **Row problems** quarantine the row with a readable reason (several reasons joined with
   ``"; "``): missing required values, unparseable or non-existent timestamps, timestamps in the
   future, events before their lead's creation, events of unknown or quarantined leads, unknown
   activity types, topics and stages, unparseable numbers, negative activity values, duplicate
   lead ids and duplicate events.
+- **Warnings** (``report.warnings``) stop nothing: an event table without accepted rows (no activities,
+  no stage entries) is logged and reported.
 
 Timestamps without an offset are read in ``contract.timezone``; timestamps with an offset are
 converted to UTC. Accepted forms are ISO 8601 (``2024-01-31``, ``2024-01-31 09:30``,
@@ -92,6 +96,7 @@ from features.quarantine import (
     TableReport,
     ValidationReport,
     ValidationResult,
+    empty_table_warnings,
     finish_table,
     write_quarantine,
 )
@@ -190,8 +195,11 @@ def load_history(
         timezone=contract.timezone,
         now=now_ts,
         tables=tables,
+        warnings=empty_table_warnings(tables, contract.mode),
     )
     report.check()
+    for warning in report.warnings:
+        logger.warning("%s", warning)
     for table_report in tables.values():
         log = logger.warning if table_report.rows_quarantined else logger.info
         log(
@@ -406,10 +414,16 @@ def _check_lead_refs(problems: RowProblems, lead_id: pd.Series, index: _LeadInde
             lead_id,
             lambda v: f"lead_id {show_value(v)} was quarantined in leads (see leads quarantine)",
         )
-        problems.add_per_value(
-            UNKNOWN_LEAD, unresolved[~cascaded], lead_id, lambda v: f"lead_id {show_value(v)} is not in leads"
-        )
+        problems.add_per_value(UNKNOWN_LEAD, unresolved[~cascaded], lead_id, lambda v: _unknown_lead_reason(v, index))
     return codes
+
+
+def _unknown_lead_reason(value: Any, index: _LeadIndex) -> str:
+    reason = f"lead_id {show_value(value)} is not in leads"
+    stripped = value.strip() if isinstance(value, str) else value
+    if stripped != value and stripped in index.accepted:
+        reason += f" ({show_value(stripped)} is: remove the spaces around the id in the export)"
+    return reason
 
 
 def _lookup(ids: pd.Index, values: pd.Series) -> np.ndarray:

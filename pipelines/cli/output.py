@@ -56,6 +56,8 @@ def print_feature_summary(summary: Any) -> None:
 
 def print_validation_report(report: Any, quarantine_dir: Path) -> None:
     console.print(report.render())
+    for warning in getattr(report, "warnings", ()):
+        console.print(f"[yellow]warning:[/] {warning}")
     if report.rows_quarantined:
         console.print(f"[yellow]rejected rows and their reasons:[/] {quarantine_dir}")
 
