@@ -82,12 +82,16 @@ def read_csv_header(
             f"{path}: the file is empty (0 bytes); a table needs at least its header line{columns}. A table "
             "without rows is written as just the header line."
         )
-    with path.open("rb") as handle:
-        first = handle.readline()
     text_encoding = "utf-8-sig" if _is_utf8(encoding) else encoding
     try:
-        header = next(csv.reader([first.decode(text_encoding).rstrip("\r\n")], delimiter=delimiter), [])
-    except UnicodeDecodeError:
+        if _ascii_compatible(encoding):  # the first line only: a bad byte further down is found by the reader
+            with path.open("rb") as handle:
+                first = handle.readline().decode(text_encoding)
+        else:  # UTF-16, UTF-32: lines are not split at the byte 0x0a
+            with path.open(encoding=text_encoding, newline="") as handle:
+                first = handle.readline()
+        header = next(csv.reader([first.rstrip("\r\n")], delimiter=delimiter), [])
+    except UnicodeError:  # UnicodeDecodeError, or a UTF-16 file without its byte-order mark
         raise _encoding_error(path, encoding, delimiter, []) from None
     except csv.Error as exc:
         raise ContractError(f"{path}: line 1: the header cannot be read as CSV: {exc}") from exc
@@ -136,7 +140,7 @@ def _read_csv(path: Path, header: list[str], encoding: str, delimiter: str) -> p
             table = _arrow_csv(path, header, encoding, delimiter, block)
         except pa.ArrowInvalid as again:
             raise _csv_error(path, header, encoding, delimiter, again, block) from again
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:
         raise _csv_error(path, header, encoding, delimiter, exc) from exc
     # pandas' default ``str`` dtype (features.parsing.STR_DTYPE), Arrow-backed, missing values NaN.
     text = pd.StringDtype(storage="pyarrow", na_value=np.nan)
@@ -179,7 +183,7 @@ def _arrow_csv(
 def _csv_error(
     path: Path, header: list[str], encoding: str, delimiter: str, exc: Exception, block: int = _DEFAULT_BLOCK_BYTES
 ) -> ContractError:
-    if isinstance(exc, UnicodeDecodeError) or "UTF8" in str(exc) or "decode" in str(exc):
+    if isinstance(exc, UnicodeError) or "UTF8" in str(exc) or "decode" in str(exc):
         return _encoding_error(path, encoding, delimiter, header)
     if "Expected" in str(exc) and "columns" in str(exc):
         invalid: list[Any] = []
@@ -244,8 +248,31 @@ def _longest_line(path: Path) -> tuple[int, int]:
     return best, best_length
 
 
+def _ascii_compatible(encoding: str) -> bool:
+    return '\n,;\t|"'.encode(encoding, errors="replace") == b'\n,;\t|"'
+
+
 def _encoding_error(path: Path, encoding: str, delimiter: str, header: list[str]) -> ContractError:
     """Where the first byte that is not ``encoding`` text is (line, column), and which encoding fits."""
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    for bom, name in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if start.startswith(bom) and codecs.lookup(encoding).name != codecs.lookup(name).name:
+            return ContractError(
+                f"{path}: line 1: the file starts with a {name.upper()} byte-order mark, but the data contract's "
+                f"encoding is {encoding} (default utf-8). Declare its encoding in contract.yaml: encoding: {name}, "
+                "or save the file as UTF-8."
+            )
+    if not _ascii_compatible(encoding):
+        return ContractError(
+            f"{path}: cannot be decoded as {encoding} (the data contract's encoding); check the file's encoding "
+            "and declare it in contract.yaml (encoding: ...), or save the file as UTF-8"
+        )
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             if number == 1 and _is_utf8(encoding):

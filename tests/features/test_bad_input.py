@@ -402,3 +402,29 @@ def test_validate_cli_prints_the_warning(tmp_path: Path) -> None:
     assert flat("warning:") in flat(result.output)
     assert flat("no activities: the file has a header but no rows") in flat(result.output)
     assert '"warnings": [' in (data / "quarantine" / "report.json").read_text()
+
+
+def test_utf16_is_named_and_read_when_declared(tmp_path: Path) -> None:
+    data = write_data(tmp_path / "utf16")
+    for table in ("leads", "activities", "stage_history"):
+        path = data / f"{table}.csv"
+        path.write_bytes(path.read_text(encoding="utf-8").encode("utf-16"))
+    with pytest.raises(
+        ContractError,
+        match=r"leads\.csv: line 1: the file starts with a UTF-16 byte-order mark.*"
+        r"encoding: utf-16",
+    ):
+        load_history(data, now=NOW)
+    contract(encoding="utf-16").dump(data)
+    assert load_history(data, now=NOW).report.clean
+
+
+def test_an_unknown_encoding_is_refused_with_the_contract(tmp_path: Path) -> None:
+    data = write_data(tmp_path / "unknown")
+    replace_in(data / "contract.yaml", "encoding: utf-8", "encoding: klingon-8")
+    with pytest.raises(
+        ContractError,
+        match=r"contract\.yaml: invalid data contract:\n  - encoding: .*unknown text "
+        r"encoding 'klingon-8'",
+    ):
+        load_history(data, now=NOW)
