@@ -86,3 +86,18 @@ def test_serve_uses_leadscore_store_url_unless_store_is_given(
     result = CliRunner().invoke(app, ["serve", *flag])
     assert result.exit_code == 0, result.output
     assert seen["store_url"] == expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("postgresql+psycopg://ml:s3cret@db:5432/mlflow", "postgresql+psycopg://ml:***@db:5432/mlflow"),
+        ("postgresql://ml@db/mlflow", "postgresql://ml@db/mlflow"),
+        ("sqlite:////home/x/.leadscore/mlflow.db", "sqlite:////home/x/.leadscore/mlflow.db"),
+        ("http://user:p%40ss@mlflow:5000", "http://user:***@mlflow:5000"),
+    ],
+)
+def test_printed_tracking_uris_hide_the_password(uri: str, shown: str) -> None:
+    from pipelines.cli.output import without_password
+
+    assert without_password(uri) == shown
