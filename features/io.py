@@ -121,9 +121,13 @@ def read_csv_header(
 def _read_csv(path: Path, header: list[str], encoding: str, delimiter: str) -> pd.DataFrame:
     import pyarrow as pa
 
+    # pandas' default ``str`` dtype (features.parsing.STR_DTYPE), Arrow-backed, missing values NaN.
+    text = pd.StringDtype(storage="pyarrow", na_value=np.nan)
     try:
         table = _arrow_csv(path, header, encoding, delimiter, _DEFAULT_BLOCK_BYTES)
     except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):  # a header line without a line break: a table without rows
+            return pd.DataFrame({name: pd.Series([], dtype=text) for name in header})
         if "straddl" not in str(exc):
             raise _csv_error(path, header, encoding, delimiter, exc) from exc
         # A line longer than the reader's block: read again with a block that holds the longest line.
@@ -142,8 +146,6 @@ def _read_csv(path: Path, header: list[str], encoding: str, delimiter: str) -> p
             raise _csv_error(path, header, encoding, delimiter, again, block) from again
     except UnicodeError as exc:
         raise _csv_error(path, header, encoding, delimiter, exc) from exc
-    # pandas' default ``str`` dtype (features.parsing.STR_DTYPE), Arrow-backed, missing values NaN.
-    text = pd.StringDtype(storage="pyarrow", na_value=np.nan)
     return table.to_pandas(types_mapper={pa.string(): text, pa.large_string(): text}.get)
 
 

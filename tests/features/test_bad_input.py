@@ -428,3 +428,11 @@ def test_an_unknown_encoding_is_refused_with_the_contract(tmp_path: Path) -> Non
         r"encoding 'klingon-8'",
     ):
         load_history(data, now=NOW)
+
+
+def test_a_header_without_a_line_break_is_a_table_without_rows(tmp_path: Path) -> None:
+    data = write_data(tmp_path / "no-break")
+    (data / "activities.csv").write_text(ACTIVITIES.splitlines()[0], encoding="utf-8")
+    result = load_history(data, now=NOW)
+    assert result.report.tables["activities"].rows_read == 0
+    assert "no activities: the file has a header but no rows" in result.report.warnings[0]
