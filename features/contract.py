@@ -9,6 +9,7 @@ directory is self-describing for ``features``, ``train``, ``score`` and ``serve`
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -62,6 +63,15 @@ def check_timezone(value: str) -> str:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone '{value}'") from exc
+    return value
+
+
+def check_encoding(value: str) -> str:
+    """``value`` if Python knows the text encoding, else a ValueError naming it (for pydantic validators)."""
+    try:
+        codecs.lookup(value)
+    except LookupError as exc:
+        raise ValueError(f"unknown text encoding '{value}' (e.g. utf-8, latin-1, cp1252)") from exc
     return value
 
 
@@ -165,6 +175,15 @@ class Contract(BaseModel):
         default_factory=list,
         description="Export columns left out of the data set with the reason (leaky, post-outcome, ...).",
     )
+    encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of the CSV tables (a Python codec name: utf-8, latin-1, cp1252, ...). A UTF-8 "
+        "byte-order mark is accepted either way. Parquet tables are not affected.",
+    )
+    delimiter: str = Field(
+        default=",",
+        description="Field delimiter of the CSV tables: one character, e.g. ';' for exports of European spreadsheets.",
+    )
 
     @field_validator("version")
     @classmethod
@@ -189,6 +208,18 @@ class Contract(BaseModel):
     @classmethod
     def _valid_timezone(cls, value: str) -> str:
         return check_timezone(value)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        return check_encoding(value)
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, value: str) -> str:
+        if len(value) != 1 or value in ('"', "\n", "\r"):
+            raise ValueError(f"delimiter must be one character other than a quote or a line break, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Contract:

@@ -49,7 +49,7 @@ from features.config import FeatureConfig
 from features.contract import TABLES, Contract
 from features.errors import ContractError
 from features.io import atomic_write_text, find_table
-from features.quarantine import TableReport, ValidationReport, write_quarantine
+from features.quarantine import TableReport, ValidationReport, empty_table_warnings, write_quarantine
 from features.snapshots import configured_snapshot_grid, parse_as_of
 from features.spec import FeatureSpec, write_feature_table
 from features.validation import load_history
@@ -358,7 +358,12 @@ def merge_reports(
             seconds=sum(p.seconds for p in parts),
         )
     return ValidationReport(
-        data_dir=data_dir, contract_name=contract.name, timezone=contract.timezone, now=now, tables=tables
+        data_dir=data_dir,
+        contract_name=contract.name,
+        timezone=contract.timezone,
+        now=now,
+        tables=tables,
+        warnings=empty_table_warnings(tables, contract.mode),
     )
 
 

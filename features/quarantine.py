@@ -101,6 +101,8 @@ class ValidationReport:
     timezone: str
     now: pd.Timestamp
     tables: dict[str, TableReport]
+    #: Problems that stop nothing but make the data set suspect (e.g. an activities file with no rows).
+    warnings: tuple[str, ...] = ()
 
     @property
     def rows_read(self) -> int:
@@ -136,6 +138,7 @@ class ValidationReport:
             "rows_accepted": self.rows_accepted,
             "rows_quarantined": self.rows_quarantined,
             "tables": {name: report.to_dict() for name, report in self.tables.items()},
+            "warnings": list(self.warnings),
         }
 
     def summary(self) -> str:
@@ -172,6 +175,31 @@ class ValidationReport:
                 reasons or "-",
             )
         return table
+
+
+def empty_table_warnings(tables: dict[str, TableReport], mode: str) -> tuple[str, ...]:
+    """Warnings for event tables left without accepted rows (history mode needs activities and stage entries)."""
+    consequences = {
+        "activities": (
+            "no activities",
+            "every lead looks unengaged (all activity features are zero); check the export of activities",
+        ),
+        "stage_history": (
+            "no stage entries",
+            "no lead has a stage or an outcome, so there is nothing to train on; check the export of stage history",
+        ),
+    }
+    warnings = []
+    for table, (what, consequence) in consequences.items():
+        report = tables.get(table)
+        if report is None or report.rows_accepted or (table == "activities" and mode == "single_snapshot"):
+            continue
+        if report.rows_read == 0:
+            found = "the file has a header but no rows"
+        else:
+            found = f"all {report.rows_read:,} rows were quarantined (see the quarantine)"
+        warnings.append(f"{report.path}: {what}: {found}; {consequence}")
+    return tuple(warnings)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,16 @@ Two kinds of problem are distinguished:
 - **Whole-file problems** raise :class:`~features.contract.ContractError` with a message that
   names the file (and column/row where it applies): a missing table, missing required columns,
   columns the contract does not declare, a timestamp column mixing values with and without a
-  time-zone offset, an empty leads table.
+  time-zone offset, an empty leads table; a CSV file that cannot be read (empty, not in the contract's
+  ``encoding``, another ``delimiter``, rows with the wrong number of fields, a line over
+  :data:`features.io.MAX_CSV_LINE_BYTES`), named with its line and the fix (see :func:`features.io.read_raw_table`).
 - **Row problems** quarantine the row with a readable reason (several reasons joined with
   ``"; "``): missing required values, unparseable or non-existent timestamps, timestamps in the
   future, events before their lead's creation, events of unknown or quarantined leads, unknown
   activity types, topics and stages, unparseable numbers, negative activity values, duplicate
   lead ids and duplicate events.
+- **Warnings** (``report.warnings``) stop nothing: an event table without accepted rows (no activities,
+  no stage entries) is logged and reported.
 
 Timestamps without an offset are read in ``contract.timezone``; timestamps with an offset are
 converted to UTC. Accepted forms are ISO 8601 (``2024-01-31``, ``2024-01-31 09:30``,
@@ -38,10 +42,8 @@ rejected rows, once per distinct offending value.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +96,7 @@ from features.quarantine import (
     TableReport,
     ValidationReport,
     ValidationResult,
+    empty_table_warnings,
     finish_table,
     write_quarantine,
 )
@@ -154,20 +157,20 @@ def load_history(
     paths = {table: find_table(data_dir, table) for table in TABLES}
 
     started = time.perf_counter()
-    raw = _read(paths["leads"])
+    raw = _read(paths["leads"], "leads", contract)
     leads = _validate_leads(raw, paths["leads"], contract, now_ts)
     leads_seconds = time.perf_counter() - started
     index = _LeadIndex.build(leads.frame, leads.quarantined_ids)
     del raw
 
     started = time.perf_counter()
-    raw = _read(paths["activities"])
+    raw = _read(paths["activities"], "activities", contract)
     activities = _validate_activities(raw, paths["activities"], contract, now_ts, index)
     activities_seconds = time.perf_counter() - started
     del raw
 
     started = time.perf_counter()
-    raw = _read(paths["stage_history"])
+    raw = _read(paths["stage_history"], "stage_history", contract)
     stages = _validate_stage_history(raw, paths["stage_history"], contract, now_ts, index)
     stages_seconds = time.perf_counter() - started
     del raw
@@ -192,8 +195,11 @@ def load_history(
         timezone=contract.timezone,
         now=now_ts,
         tables=tables,
+        warnings=empty_table_warnings(tables, contract.mode),
     )
     report.check()
+    for warning in report.warnings:
+        logger.warning("%s", warning)
     for table_report in tables.values():
         log = logger.warning if table_report.rows_quarantined else logger.info
         log(
@@ -250,24 +256,16 @@ def _check_columns(raw: pd.DataFrame, path: Path, table: str, contract: Contract
         raise ContractError(f"{path}: table '{table}': " + "; ".join(problems))
 
 
-def _read(path: Path) -> pd.DataFrame:
-    """Read a table; a named index restored by Parquet becomes a column again."""
-    if path.suffix == ".csv":
-        _check_csv_header(path)
-    raw = read_raw_table(path)
+def _read(path: Path, table: str, contract: Contract) -> pd.DataFrame:
+    """Read a table (CSV in the contract's encoding and delimiter); a named index restored by Parquet becomes a
+    column again."""
+    raw = read_raw_table(
+        path, encoding=contract.encoding, delimiter=contract.delimiter, expected=REQUIRED_COLUMNS[table]
+    )
     if isinstance(raw.index, pd.RangeIndex) and raw.index.start == 0 and raw.index.step == 1:
         return raw
     named = any(name is not None for name in raw.index.names)
     return raw.reset_index(drop=not named)
-
-
-def _check_csv_header(path: Path) -> None:
-    """Reject duplicate header names, which the CSV reader would silently rename ("x", "x.1")."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        header = next(csv.reader(handle), [])
-    duplicated = sorted(name for name, count in Counter(header).items() if count > 1)
-    if duplicated:
-        raise ContractError(f"{path}: duplicate column name(s) in the header: {', '.join(repr(c) for c in duplicated)}")
 
 
 def _check_numbers(problems: RowProblems, column: str, raw: pd.Series, values: np.ndarray, invalid: np.ndarray) -> None:
@@ -416,10 +414,16 @@ def _check_lead_refs(problems: RowProblems, lead_id: pd.Series, index: _LeadInde
             lead_id,
             lambda v: f"lead_id {show_value(v)} was quarantined in leads (see leads quarantine)",
         )
-        problems.add_per_value(
-            UNKNOWN_LEAD, unresolved[~cascaded], lead_id, lambda v: f"lead_id {show_value(v)} is not in leads"
-        )
+        problems.add_per_value(UNKNOWN_LEAD, unresolved[~cascaded], lead_id, lambda v: _unknown_lead_reason(v, index))
     return codes
+
+
+def _unknown_lead_reason(value: Any, index: _LeadIndex) -> str:
+    reason = f"lead_id {show_value(value)} is not in leads"
+    stripped = value.strip() if isinstance(value, str) else value
+    if stripped != value and stripped in index.accepted:
+        reason += f" ({show_value(stripped)} is: remove the spaces around the id in the export)"
+    return reason
 
 
 def _lookup(ids: pd.Index, values: pd.Series) -> np.ndarray:

@@ -486,7 +486,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"])
+        # Browsers send the API key in Authorization: the preflight must allow that header (and Content-Type for
+        # JSON bodies, X-Request-ID to correlate); scripts may read the request id and Retry-After of a 429/503.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+        )
     app.add_middleware(RequestGuard, max_body_bytes=config.max_body_bytes)  # outermost: ids on every answer
     _install_error_handlers(app)
     install_contract_openapi(

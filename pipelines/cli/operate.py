@@ -143,7 +143,10 @@ def report(
     ] = None,
     store: Annotated[
         str | None,
-        typer.Option("--store", help="SQLAlchemy URL of the score store (default: SQLite in LEADSCORE_HOME)."),
+        typer.Option(
+            "--store",
+            help="SQLAlchemy URL of the score store (default: $LEADSCORE_STORE_URL, else SQLite in LEADSCORE_HOME).",
+        ),
     ] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="Only batches, handoffs and touches from this date on (ISO date).")
@@ -232,7 +235,10 @@ def monitor(
     data: Annotated[Path, typer.Option("--data", help="Data directory (leads, activities, stage_history).")],
     store: Annotated[
         str | None,
-        typer.Option("--store", help="SQLAlchemy URL of the score store (default: SQLite in LEADSCORE_HOME)."),
+        typer.Option(
+            "--store",
+            help="SQLAlchemy URL of the score store (default: $LEADSCORE_STORE_URL, else SQLite in LEADSCORE_HOME).",
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="Modelling config YAML (its train.monitoring section).")
@@ -299,7 +305,10 @@ def serve(
     ] = None,
     store: Annotated[
         str | None,
-        typer.Option("--store", help="SQLAlchemy URL of the score store (default: SQLite in LEADSCORE_HOME)."),
+        typer.Option(
+            "--store",
+            help="SQLAlchemy URL of the score store (default: $LEADSCORE_STORE_URL, else SQLite in LEADSCORE_HOME).",
+        ),
     ] = None,
     poll_seconds: Annotated[
         float, typer.Option("--poll-seconds", min=0, help="Check for a newly promoted champion this often (0 = never).")
@@ -348,7 +357,6 @@ def serve(
     from serving.app import ServiceConfig, create_app
     from serving.auth import API_KEYS_FILE_ENV, KeysFileReloader, load_api_keys
     from serving.policy import load_policy
-    from serving.stores import default_store_url
 
     settings = get_settings()
     with user_errors():
@@ -357,7 +365,7 @@ def serve(
             model_name=settings.model_name,
             alias=settings.champion_alias,
             policy=load_policy(policy),
-            store_url=store or default_store_url(settings.home_dir),
+            store_url=store or settings.score_store_url,
             api_keys=load_api_keys(),
             data_dir=data,
             poll_seconds=poll_seconds,

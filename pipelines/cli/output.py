@@ -10,6 +10,17 @@ from rich.table import Table
 from pipelines.cli.common import console, err_console
 
 
+def without_password(uri: str) -> str:
+    """``uri`` with the password of its user info replaced by ``***`` (for output and logs)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def print_effects(table: Any, horizon_days: int) -> None:
     import pandas as pd
 
@@ -56,6 +67,8 @@ def print_feature_summary(summary: Any) -> None:
 
 def print_validation_report(report: Any, quarantine_dir: Path) -> None:
     console.print(report.render())
+    for warning in getattr(report, "warnings", ()):
+        console.print(f"[yellow]warning:[/] {warning}")
     if report.rows_quarantined:
         console.print(f"[yellow]rejected rows and their reasons:[/] {quarantine_dir}")
 
@@ -91,7 +104,8 @@ def print_train_summary(summary: Any, settings: Any) -> None:
     )
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")
-    console.print(f"MLflow: {settings.tracking_uri}  (browse: mlflow ui --backend-store-uri {settings.tracking_uri})")
+    uri = without_password(settings.tracking_uri)
+    console.print(f"MLflow: {uri}  (browse: mlflow ui --backend-store-uri {uri})")
 
 
 def print_decision(decision: Any) -> None:

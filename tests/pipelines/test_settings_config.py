@@ -57,3 +57,47 @@ def test_config_errors_name_the_field(tmp_path: Path, text: str, fragment: str) 
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"), [([], "sqlite:///from-env.db"), (["--store", "sqlite:///flag.db"], "sqlite:///flag.db")]
+)
+def test_serve_uses_leadscore_store_url_unless_store_is_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flag: list[str], expected: str
+) -> None:
+    """`leadscore serve` reads the same score store as the batch commands (it used to ignore LEADSCORE_STORE_URL)."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import serving.app
+    from pipelines.cli import app
+
+    seen = {}
+
+    def fake_create_app(config: serving.app.ServiceConfig) -> object:
+        seen["store_url"] = config.store_url
+        return object()
+
+    monkeypatch.setenv("LEADSCORE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LEADSCORE_STORE_URL", "sqlite:///from-env.db")
+    monkeypatch.setenv("LEADSCORE_API_KEYS", "crm:" + "k" * 32)
+    monkeypatch.setattr(serving.app, "create_app", fake_create_app)
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    result = CliRunner().invoke(app, ["serve", *flag])
+    assert result.exit_code == 0, result.output
+    assert seen["store_url"] == expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("postgresql+psycopg://ml:s3cret@db:5432/mlflow", "postgresql+psycopg://ml:***@db:5432/mlflow"),
+        ("postgresql://ml@db/mlflow", "postgresql://ml@db/mlflow"),
+        ("sqlite:////home/x/.leadscore/mlflow.db", "sqlite:////home/x/.leadscore/mlflow.db"),
+        ("http://user:p%40ss@mlflow:5000", "http://user:***@mlflow:5000"),
+    ],
+)
+def test_printed_tracking_uris_hide_the_password(uri: str, shown: str) -> None:
+    from pipelines.cli.output import without_password
+
+    assert without_password(uri) == shown

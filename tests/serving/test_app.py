@@ -813,6 +813,21 @@ def test_cors_is_off_by_default(client: TestClient) -> None:
     assert "access-control-allow-origin" not in simple.headers
 
 
+def test_cors_when_configured_allows_the_bearer_header_from_listed_origins_only(trained: Trained) -> None:
+    config = _config(trained, cors_origins=("https://crm.example",))
+    with TestClient(create_app(config), raise_server_exceptions=False) as browser:
+        ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+        preflight = browser.options("/v1/score", headers={"Origin": "https://crm.example", **ask})
+        assert preflight.status_code == 200, preflight.text
+        assert preflight.headers["access-control-allow-origin"] == "https://crm.example"
+        assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+        other = browser.options("/v1/score", headers={"Origin": "https://evil.example", **ask})
+        assert "access-control-allow-origin" not in other.headers
+        answer = browser.get("/v1/model", headers={"Origin": "https://crm.example", **AUTH})
+        assert answer.status_code == 200
+        assert "x-request-id" in answer.headers["access-control-expose-headers"].lower()
+
+
 def test_per_key_rate_limit_when_configured(trained: Trained) -> None:
     config = _config(trained, rate_limit_per_second=1, rate_limit_burst=2)
     with TestClient(create_app(config), raise_server_exceptions=False) as limited:
