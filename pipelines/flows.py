@@ -675,7 +675,9 @@ def log_report_artifact(tracking_uri: str, path: Path, run_id: str | None, exper
 
     from serving.report.build import log_report
 
-    return log_report(mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri), path, run_id, experiment)
+    return log_report(
+        mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri), path, run_id, experiment
+    )
 
 
 @flow(name="report")

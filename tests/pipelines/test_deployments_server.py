@@ -219,7 +219,9 @@ def _model_versions(stack: Stack) -> int:
 
     if not (stack.home / "mlflow.db").exists():
         return 0
-    return len(MlflowClient(stack.tracking_uri, registry_uri=stack.tracking_uri).search_model_versions("name='leadscore'"))
+    return len(
+        MlflowClient(stack.tracking_uri, registry_uri=stack.tracking_uri).search_model_versions("name='leadscore'")
+    )
 
 
 def _version_lineage(stack: Stack) -> list[tuple[str, str | None]]:
