@@ -110,6 +110,8 @@ _EMAIL_UNSUBSCRIBED = 0.15
 class _Chunk:
     """Working state of one chunk; :meth:`run` returns its :class:`ChunkData`."""
 
+    revenue_observed: np.ndarray  # set by _attributes; _drift may rewrite it
+
     def __init__(self, world: World, chunk_index: int) -> None:
         self.w = world
         self.cfg = world.config
