@@ -206,6 +206,43 @@ def report(
 
 
 @app.command()
+def feedback(
+    data: Annotated[Path, typer.Option("--data", help="Data directory whose stage history holds sales' verdicts.")],
+    store: Annotated[
+        str | None, typer.Option("--store", help="Score store URL (default: LEADSCORE_STORE_URL or the home's SQLite).")
+    ] = None,
+    accept_stage: Annotated[
+        str, typer.Option("--accept-stage", help="Entering this stage (or a later, not negative one) = accepted.")
+    ] = "sql",
+    within_days: Annotated[
+        int, typer.Option("--within-days", min=1, help="A stage entry this many days after the handoff decides.")
+    ] = 30,
+) -> None:
+    """Record sales' verdicts on handoffs from the CRM stage history (for CRMs that do not POST /v1/feedback).
+
+    A handoff without feedback is accepted when the lead enters the accept stage or a later one within the
+    window, rejected (reason crm_<stage>) when it is closed negatively first; feedback already recorded is kept.
+    """
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    with user_errors():
+        from features.validation import load_history
+        from serving.stage_feedback import record_stage_feedback
+        from serving.stores import ScoreStore, StoreError
+
+        history = load_history(data).history
+        try:
+            with ScoreStore(store or settings.score_store_url) as score_store:
+                summary = record_stage_feedback(
+                    score_store, history, accept_stage=accept_stage, within_days=within_days
+                )
+        except StoreError as exc:
+            raise ValueError(str(exc)) from exc
+    console.print(summary.text(), markup=False, highlight=False)
+
+
+@app.command()
 def run(
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo data and outputs go.")] = Path(
         ".leadscore/demo"
@@ -220,13 +257,16 @@ def run(
         int, typer.Option("--backfill", min=0, help="Past weekly batches to score before today's.")
     ] = RUN_BACKFILL_WEEKS,
 ) -> None:
-    """The main job, end to end: (simulate) -> validate -> features -> train -> promote -> score -> report."""
+    """The main job, end to end: (simulate) -> validate -> features -> train -> promote -> score -> feedback
+    (from the stage history) -> report."""
     data_dir = data or workdir / "data"
     if data is None and not (data_dir / "contract.yaml").exists():
         generate(out=data_dir, leads=leads, seed=seed, fmt="parquet", drift_after=None)
     train(data=data_dir, config=config, work_dir=workdir)
     # A few months of past weekly batches, so the demo has matured results to monitor and report on.
     score(data=data_dir, out=workdir / "scores.parquet", as_of=None, policy=None, backfill=backfill)
+    # sales' verdicts as the CRM's stage history records them, so the report can show acceptance at once
+    feedback(data=data_dir, store=None, accept_stage="sql", within_days=30)
     report(data=data_dir, store=None, since=None, out=None, policy=None, effects=None)
 
 

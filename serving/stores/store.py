@@ -517,6 +517,70 @@ class ScoreStore:
             rows = conn.execute(sa.select(f).where(f.c.lead_id == lead_id).order_by(f.c.feedback_id))
             return [self._feedback(r, created=True) for r in rows]
 
+    def handoffs_without_feedback(self) -> pd.DataFrame:
+        """Every handoff no verdict is recorded for: ``handoff_id``, ``lead_id``, ``handed_off_at`` (UTC)."""
+        h, f = handoffs_table, feedback_table
+        query = (
+            sa.select(h.c.handoff_id, h.c.lead_id, h.c.handed_off_at)
+            .outerjoin(f, sa.and_(f.c.handoff_id == h.c.handoff_id, f.c.lead_id == h.c.lead_id))
+            .where(f.c.feedback_id.is_(None))
+            .order_by(h.c.handed_off_at, h.c.handoff_id)
+        )
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame(rows, columns=["handoff_id", "lead_id", "handed_off_at"])
+        frame["handed_off_at"] = pd.to_datetime(frame["handed_off_at"], utc=True)
+        return frame
+
+    def record_feedback_many(self, verdicts: pd.DataFrame) -> int:
+        """Store many verdicts (``lead_id``, ``handoff_id``, ``outcome``, ``reason_code``, ``recorded_at``, optional
+        ``text``) in one transaction, skipping handoffs that already have feedback; returns how many were stored.
+
+        Raises:
+            ValueError: an invalid outcome or reason code, or a handoff that is not the lead's (nothing stored).
+        """
+        import re
+
+        bad = verdicts.loc[~verdicts["outcome"].isin(FEEDBACK_OUTCOMES)]
+        if len(bad):
+            raise ValueError(f"outcome must be one of {list(FEEDBACK_OUTCOMES)}, got {bad['outcome'].iloc[0]!r}")
+        codes = verdicts["reason_code"].dropna()
+        wrong = [c for c in codes.unique() if not re.match(REASON_CODE_PATTERN, str(c))]
+        if wrong:
+            raise ValueError(f"reason_code must match {REASON_CODE_PATTERN}, got {wrong[0]!r}")
+        records = [{str(k): v for k, v in r.items()} for r in verdicts.to_dict("records")]
+        rows: list[dict[str, Any]] = [
+            {
+                "lead_id": str(r["lead_id"]),
+                "handoff_id": str(r["handoff_id"]),
+                "outcome": str(r["outcome"]),
+                "reason_code": None if _missing(r.get("reason_code")) else str(r["reason_code"]),
+                "text": None if _missing(r.get("text")) else str(r["text"])[:MAX_FEEDBACK_TEXT],
+                "recorded_at": require_aware(pd.Timestamp(r["recorded_at"]).to_pydatetime(), "recorded_at"),
+            }
+            for r in records
+        ]
+        if not rows:
+            return 0
+        h, f = handoffs_table, feedback_table
+        with self._write() as conn:
+            owners: dict[str, str] = {}
+            for part in chunks([r["handoff_id"] for r in rows], 500):
+                owners.update(
+                    conn.execute(sa.select(h.c.handoff_id, h.c.lead_id).where(h.c.handoff_id.in_(part))).all()
+                )
+            foreign = [r for r in rows if owners.get(r["handoff_id"]) != r["lead_id"]]
+            if foreign:
+                raise ValueError(f"lead {foreign[0]['lead_id']!r} has no handoff {foreign[0]['handoff_id']!r}")
+            done: set[str] = set()
+            for part in chunks([r["handoff_id"] for r in rows], 500):
+                done.update(conn.execute(sa.select(f.c.handoff_id).where(f.c.handoff_id.in_(part))).scalars())
+            fresh = [r for r in rows if r["handoff_id"] not in done]
+            if fresh:
+                conn.execute(f.insert(), fresh)
+        log.info("feedback: %d verdicts recorded in one transaction (%d already had feedback)", len(fresh), len(done))
+        return len(fresh)
+
     # -- export ---------------------------------------------------------------------------------
     def current_frame(self) -> pd.DataFrame:
         """The current batch as a flat table (JSON fields as JSON text), best first.
@@ -568,3 +632,7 @@ class ScoreStore:
             "leadscore.scored_at": pd.Timestamp(first["scored_at"]).isoformat(),
         }
         return write_table(frame, path, metadata=meta)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))

@@ -241,3 +241,23 @@ def test_undrifted_and_drifted_data_agree_before_the_drift_date(env: dict[str, A
     new_rev = leads_drifted.loc[~old, "annual_revenue_musd"] / leads_plain.loc[~old, "annual_revenue_musd"]
     share = float((new_rev.dropna().round(6) == 1000.0).mean())
     assert 0.4 < share < 0.6  # half of the new leads typed revenue in thousands
+
+
+def test_feedback_from_the_stage_history(env: dict[str, Any]) -> None:
+    copy = env["base"] / "plain-feedback.db"
+    shutil.copyfile(env["base"] / "plain.db", copy)
+    url = f"sqlite:///{copy}"
+    result = runner.invoke(app, ["feedback", "--data", str(env["plain"]), "--store", url])
+    assert result.exit_code == 0, result.output
+    text = _flat(result.output)
+    assert "sales verdicts from the stage history (sql or later = accepted" in text
+    from serving.stores import ScoreStore
+
+    with ScoreStore(url) as store:
+        left = len(store.handoffs_without_feedback())
+    stored = int(text.split("; ")[-1].split(" stored")[0].replace(",", ""))
+    assert stored > 0 and f"of {stored + left:,} handoffs without feedback" in text
+    again = runner.invoke(app, ["feedback", "--data", str(env["plain"]), "--store", url])
+    assert again.exit_code == 0 and "; 0 stored" in _flat(again.output)
+    wrong = runner.invoke(app, ["feedback", "--data", str(env["plain"]), "--store", url, "--accept-stage", "lost"])
+    assert wrong.exit_code == 2 and "accept stage 'lost'" in _flat(wrong.output)

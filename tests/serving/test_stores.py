@@ -591,3 +591,31 @@ def test_export_current_batch(store: ScoreStore, tmp_path: Path, suffix: str) ->
         assert str(exported["scored_at"].dtype) == "datetime64[us, UTC]"
     with pytest.raises(ValueError, match="unsupported export format"):
         store.export_current(tmp_path / "scores.xlsx")
+
+
+def test_many_verdicts_in_one_transaction_skip_handoffs_with_feedback(store: ScoreStore) -> None:
+    _write(store, _frame(10, handoff_top=3))
+    open_ = store.handoffs_without_feedback()
+    assert len(open_) == 3 and str(open_["handed_off_at"].dt.tz) == "UTC"
+    (lead, handoff), rest = open_[["lead_id", "handoff_id"]].iloc[0], open_.iloc[1:]
+    store.record_feedback(lead, handoff, "rejected", "no_budget")  # the CRM's own verdict is kept
+    verdicts = pd.DataFrame(
+        {
+            "lead_id": [lead, *rest["lead_id"]],
+            "handoff_id": [handoff, *rest["handoff_id"]],
+            "outcome": ["accepted", "accepted", "rejected"],
+            "reason_code": [None, None, "crm_disqualified"],
+            "text": [None, "from the CRM stage history: entered sql", None],
+            "recorded_at": [T0 + timedelta(days=d) for d in (1, 2, 3)],
+        }
+    )
+    assert store.record_feedback_many(verdicts) == 2
+    assert store.record_feedback_many(verdicts) == 0  # again: nothing new
+    assert store.handoffs_without_feedback().empty
+    assert [f.outcome for f in store.feedback_for(lead)] == ["rejected"]
+    (stored,) = store.feedback_for(str(rest["lead_id"].iloc[1]))
+    assert stored.reason_code == "crm_disqualified" and stored.recorded_at == T0 + timedelta(days=3)
+    with pytest.raises(ValueError, match="has no handoff"):
+        store.record_feedback_many(verdicts.assign(lead_id="someone-else"))
+    with pytest.raises(ValueError, match="outcome must be one of"):
+        store.record_feedback_many(verdicts.assign(outcome="maybe"))
