@@ -615,7 +615,9 @@ def test_service_without_a_loadable_model_is_not_ready(trained: Trained) -> None
     with TestClient(create_app(config), raise_server_exceptions=False) as test_client:
         ready = test_client.get("/ready", headers=AUTH)
         assert ready.status_code == 503
-        assert ready.json()["ready"] is False and "failed to load" in ready.json()["detail"]
+        detail = ready.json()["detail"]
+        assert ready.json()["ready"] is False and "could not be resolved in the registry" in detail
+        assert "no model is loaded" in detail
         scored = test_client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": "x"}]})
         assert scored.status_code == 503 and scored.json()["error"]["code"] == "not_ready"
         assert scored.headers["Retry-After"] == "5"
