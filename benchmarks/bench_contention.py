@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -65,6 +66,7 @@ from bench_endpoint import (
     Connection,
     ensure_model,
     free_port,
+    group_cpu_seconds,
     percentile,
     post,
     start,
@@ -278,6 +280,7 @@ async def scenario(
             ctx["workdir"],
         )
     loop = asyncio.get_running_loop()
+    cpu_before, wall_before = group_cpu_seconds(ctx["server_pgid"]), time.monotonic()
     keeper = asyncio.create_task(jobs.keep_running()) if jobs is not None else None
     swap: dict[str, Any] = {}
 
@@ -319,7 +322,36 @@ async def scenario(
             extra["swap"] = {"to_version": swap.get("version"), "error": "the new version was never served"}
     if jobs is not None:
         extra["jobs"] = {"runs": dict(jobs.runs), "failed_runs": dict(jobs.failed)}
+    # CPU the server process got (cores): under contention it is what the batch jobs leave it
+    extra["server_cpu_cores"] = round(
+        (group_cpu_seconds(ctx["server_pgid"]) - cpu_before) / (time.monotonic() - wall_before), 2
+    )
+    t0 = min((o.due for o in run.outcomes), default=0.0)
+    extra["timeline"] = timeline(run.outcomes, t0, args.seconds, swap.get("at"), swap.get("served_at"))
     return summarise(name, run, args, load_before, os.getloadavg(), extra)
+
+
+def timeline(
+    outcomes: list[Outcome], t0: float, seconds: float, swap_at: float | None, served_at: float | None
+) -> list[str]:
+    """One line per 5 s of due times: answered/shed/failed and the answered p99 (and where the swap was)."""
+    lines = []
+    step = 5.0
+    for k in range(int(np.ceil(seconds / step))):
+        lo, hi = t0 + k * step, t0 + (k + 1) * step
+        part = [o for o in outcomes if lo <= o.due < hi]
+        ok = [o.latency_ms for o in part if o.result == "answered"]
+        mark = ""
+        if swap_at is not None and lo <= swap_at < hi:
+            mark += " <- promoted"
+        if served_at is not None and lo <= served_at < hi:
+            mark += " <- new version serving"
+        shed = sum(o.result == "shed" for o in part)
+        failed = sum(o.result == "failed" for o in part)
+        p99 = fmt(percentile(ok, 99) if ok else None)
+        window = f"{k * step:.0f}-{(k + 1) * step:.0f} s"
+        lines.append(f"{window:>9} answered {len(ok):5d} shed {shed:5d} failed {failed:4d} p99 {p99:>8} ms{mark}")
+    return lines
 
 
 def summarise(
@@ -405,6 +437,9 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             print(f"  swap: {r['swap']}")
         if "jobs" in r:
             print(f"  batch jobs: {r['jobs']}")
+        print(f"  server CPU: {r['server_cpu_cores']} cores; client max send lag {r['client_max_send_lag_ms']} ms")
+        for line in r["timeline"]:
+            print(f"    {line}")
 
 
 # -- main ------------------------------------------------------------------------------------------------
@@ -486,7 +521,7 @@ def main() -> None:
         asyncio.run(open_loop(port, requests[::-1], warm, 3.0, args.timeout, args.max_connections))
         gc.collect()
         gc.freeze()  # the client's pandas/MLflow objects: no full collection pauses inside the measurement
-        ctx = {"workdir": workdir, "env": env, "data": data, "tracking_uri": tracking_uri}
+        ctx = {"workdir": workdir, "env": env, "data": data, "tracking_uri": tracking_uri, "server_pgid": serve.pid}
         for name in names:
             print(f"\n== {name}: {args.rate:g} req/s for {args.seconds:g} s", flush=True)
             row = asyncio.run(scenario(name, args, port, auth, requests, ctx))
