@@ -9,6 +9,7 @@ leads of the demo data (open and not open), on ``POST /v2/score`` (one result pe
   window (each restarted if it finishes early). The training goes to a scratch home (its own MLflow
   store), so it promotes nothing into the served registry; the scoring writes batches into the store the
   service reads, as the nightly job does;
+- ``contention-niced`` (not run by default): the same with the batch jobs at ``nice -n 19``;
 - ``promotion``: halfway through, a new version of the champion is registered and the alias moved to it;
   the service (polling every ``--poll-seconds``) loads it and swaps it in while the load runs.
 
@@ -74,7 +75,8 @@ from bench_endpoint import (
     wait_http,
 )
 
-SCENARIOS = ("alone", "contention", "promotion")
+SCENARIOS = ("alone", "contention", "promotion", "contention-niced")
+DEFAULT_SCENARIOS = ("alone", "contention", "promotion")
 STARTED: list[subprocess.Popen[bytes]] = []  # every batch job started: all stopped at the end, whatever happens
 
 
@@ -263,7 +265,7 @@ async def scenario(
     jobs: Jobs | None = None
     extra: dict[str, Any] = {}
     load_before = os.getloadavg()
-    if name == "contention":
+    if name in ("contention", "contention-niced"):
         scratch = ctx["workdir"] / "contention-home"
         train_env = {
             **ctx["env"],
@@ -271,11 +273,12 @@ async def scenario(
             "LEADSCORE_MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",
         }
         leadscore = str(BIN / "leadscore")
+        nice = ["nice", "-n", "19"] if name == "contention-niced" else []
         data = str(ctx["data"])
         jobs = Jobs(
             [
-                ("train", [leadscore, "train", "--data", data, "--work-dir", str(scratch / "work")], train_env),
-                ("score", [leadscore, "score", "--data", data], ctx["env"]),
+                ("train", [*nice, leadscore, "train", "--data", data, "--work-dir", str(scratch / "work")], train_env),
+                ("score", [*nice, leadscore, "score", "--data", data], ctx["env"]),
             ],
             ctx["workdir"],
         )
@@ -453,7 +456,11 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=20_000, help="leads to simulate when no model exists yet")
     parser.add_argument("--rate", type=float, default=200.0, help="requests a second (open loop)")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each scenario")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(DEFAULT_SCENARIOS),
+        help=f"comma-separated, of {', '.join(SCENARIOS)} (contention-niced: the batch jobs at nice 19)",
+    )
     parser.add_argument("--batch-share", type=float, default=0.2)
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--deadline-seconds", type=float, default=2.0, help="the server's request deadline")
