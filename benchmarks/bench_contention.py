@@ -9,7 +9,8 @@ leads of the demo data (open and not open), on ``POST /v2/score`` (one result pe
   window (each restarted if it finishes early). The training goes to a scratch home (its own MLflow
   store), so it promotes nothing into the served registry; the scoring writes batches into the store the
   service reads, as the nightly job does;
-- ``contention-niced`` (not run by default): the same with the batch jobs at ``nice -n 19``;
+- ``contention-niced`` (not run by default): the same with the batch jobs at ``nice -n 19`` (and their
+  scheduler autogroup at nice 19, without which nice does not rank them against the server);
 - ``promotion``: halfway through, a new version of the champion is registered and the alias moved to it;
   the service (polling every ``--poll-seconds``) loads it and swaps it in while the load runs.
 
@@ -60,6 +61,8 @@ import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contextlib
+
 from bench_endpoint import (
     BIN,
     HOST,
@@ -208,7 +211,8 @@ def build_requests(
 class Jobs:
     """Batch jobs restarted until stopped (each in its own process group, stopped with it)."""
 
-    def __init__(self, commands: list[tuple[str, list[str], dict[str, str]]], logs: Path) -> None:
+    def __init__(self, commands: list[tuple[str, list[str], dict[str, str]]], logs: Path, nice: bool = False) -> None:
+        self.nice = nice
         self.commands = commands
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -220,6 +224,12 @@ class Jobs:
         self.runs[name] += 1
         self.procs[name] = start(cmd, env, self.logs / f"{name}-{self.runs[name]}.log")
         STARTED.append(self.procs[name])
+        if self.nice:
+            # Each job is a session of its own (start_new_session): with the scheduler's autogroups
+            # (/proc/sys/kernel/sched_autogroup_enabled) a process's nice value only ranks it within its
+            # session, so the session's autogroup gets the nice value too.
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{self.procs[name].pid}/autogroup").write_text("19")
 
     async def keep_running(self) -> None:
         for name, cmd, env in self.commands:
@@ -281,6 +291,7 @@ async def scenario(
                 ("score", [*nice, leadscore, "score", "--data", data], ctx["env"]),
             ],
             ctx["workdir"],
+            nice=bool(nice),
         )
     loop = asyncio.get_running_loop()
     cpu_before, wall_before = group_cpu_seconds(ctx["server_pgid"]), time.monotonic()
