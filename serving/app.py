@@ -90,6 +90,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 """1 MiB: 100 inline leads with a few hundred activities each fit comfortably."""
 DEFAULT_POLL_SECONDS = 30.0
+DEFAULT_RETRY_SECONDS = 5.0
+DEFAULT_STARTUP_LOAD_SECONDS = 120.0
 REQUEST_ID_HEADER = "X-Request-ID"
 INLINE_SCORING_MAX_LEADS = 10
 """``POST /v1/score`` requests of up to this many leads by id at the default as_of (feature snapshot built)
@@ -156,6 +158,10 @@ class ServiceConfig:
             contract inline leads are checked against (optional: without it, and without ``history``,
             ``POST /v1/score`` is refused and only batch scores, the queue and feedback are served).
         poll_seconds: how often to check the alias for a newly promoted version (0 = never).
+        retry_seconds: how often to retry while no model is loaded (registry unreachable at start, no
+            champion yet), whatever ``poll_seconds`` is; ``/ready`` is 503 until a load succeeds.
+        startup_load_seconds: how long the start waits for the first load attempt; past it the service
+            starts answering (``/ready`` 503, "first attempt in progress") while the attempt goes on.
         max_body_bytes: larger request bodies are refused with 413.
         scorer_factory: builds the scoring service for a loaded model (default: :func:`default_scorer_factory`).
         history: an already validated history to serve instead of reading ``data_dir`` (tests, embedding).
@@ -178,6 +184,8 @@ class ServiceConfig:
     alias: str = "champion"
     data_dir: Path | None = None
     poll_seconds: float = DEFAULT_POLL_SECONDS
+    retry_seconds: float = DEFAULT_RETRY_SECONDS
+    startup_load_seconds: float = DEFAULT_STARTUP_LOAD_SECONDS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     scorer_factory: ScorerFactory | None = None
     history: ProspectHistory | None = field(default=None, repr=False)
@@ -201,16 +209,18 @@ def default_scorer_factory(
 ) -> ScorerFactory:
     """Build a :class:`serving.service.ScoringService` for each loaded model version.
 
-    The service's feature snapshot of the configured history is built here, on the loading thread, so the
-    first request after a (hot) load does not pay for it.
+    The service's feature snapshot, lead index and store facts of the configured history are built here
+    (:meth:`serving.service.ScoringService.warm`), on the loading thread, so no request after a (hot) load
+    pays for them.
     """
 
     def build(model: Any, info: LoadedModelInfo) -> Scorer:
         from serving.service import ScoringService
 
         service = ScoringService(model, info, policy, store, history=history, store_check_seconds=store_check_seconds)
-        if history is not None and len(history.leads):
-            service.snapshot(service.default_as_of())
+        # snapshot, lead index and store facts, before the model serves: no request after a (hot) load pays
+        # for them, and none waits on the lock that builds the lead index (measured: benchmarks/bench_contention.py)
+        service.warm()
         return service
 
     return build
@@ -413,6 +423,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
         raise ValueError(f"max_body_bytes must be >= 1, got {config.max_body_bytes}")
     if config.poll_seconds < 0:
         raise ValueError(f"poll_seconds must be >= 0 (0 = never), got {config.poll_seconds}")
+    if not config.retry_seconds > 0 or config.startup_load_seconds < 0:
+        raise ValueError(
+            f"retry_seconds must be > 0 and startup_load_seconds >= 0, got {config.retry_seconds} "
+            f"and {config.startup_load_seconds}"
+        )
     if config.store_check_seconds < 0:
         raise ValueError(f"store_check_seconds must be >= 0 (0 = every request), got {config.store_check_seconds}")
     # refuses an empty keyring: the API is never open by accident
@@ -432,17 +447,25 @@ def create_app(config: ServiceConfig) -> FastAPI:
             factory,
             tracking_uri=config.tracking_uri,
             poll_seconds=config.poll_seconds or DEFAULT_POLL_SECONDS,
+            retry_seconds=config.retry_seconds,
         )
-        # A failed first load does not stop the process: /ready says why and the watcher keeps trying.
-        watcher.check_once()
+        # The first load runs on the watcher's thread; the start waits for it a bounded time. A failed or
+        # hanging first load (tracking server unreachable) does not stop the process: /ready is 503 and
+        # says why, and the watcher retries every retry_seconds until a model loads (also with
+        # poll_seconds 0, which only turns off following the alias afterwards).
+        watcher.start(follow=config.poll_seconds > 0)
+        if not watcher.wait_first_attempt(config.startup_load_seconds):
+            log.warning(
+                "the first load of %s has not finished after %g s; serving /ready 503 until it does",
+                watcher.model_uri,
+                config.startup_load_seconds,
+            )
         # Everything loaded so far (libraries, the history, the model and its feature snapshot) lives as
         # long as the process: freeze it out of the garbage collector's reach. Measured with the default
         # model on 20,000 leads: every full collection otherwise traverses ~340,000 objects for ~200 ms,
         # stalling all requests in flight (the p99 spikes of benchmarks/bench_endpoint.py).
         gc.collect()
         gc.freeze()
-        if config.poll_seconds > 0:
-            watcher.start()
         refresher = _store_facts_refresher(watcher, config.store_check_seconds)
         if refresher is not None:
             refresher.start()

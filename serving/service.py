@@ -432,11 +432,52 @@ class ScoringService:
     def refresh_store_facts(self) -> None:
         """Read the store's state token now (a background thread calls this, so requests need not).
 
-        Starts a new facts cache when a batch was written since the last check; otherwise marks the cache
-        as checked. No-op without a store or with ``store_check_seconds == 0`` (every pass checks itself).
+        When a batch was written since the last check, the new facts cache is filled for every lead of the
+        configured history here, before requests see it (one scan of the newest batch and the handoff log),
+        so requests after a batch stay on the cached path instead of each querying the store for its leads;
+        meanwhile they go on with the old facts (within the documented lag). Otherwise marks the cache as
+        checked. No-op without a store or with ``store_check_seconds == 0`` (every pass checks itself).
         """
-        if self.store is not None and self.store_check_seconds > 0:
-            self._check_store_token()
+        if self.store is None or self.store_check_seconds <= 0:
+            return
+        check = time.monotonic()
+        token = self.store.state_token()
+        with self._facts_lock:
+            facts = self._facts
+            if facts is not None and facts.token == token and len(facts.previous) <= _FACTS_MAX_LEADS:
+                facts.checked_at = max(facts.checked_at, check)
+                return
+        self._publish_facts(self._prefilled_facts(token, check))
+
+    def warm(self) -> None:
+        """Build what the first requests would otherwise build, on the calling (loading) thread: the feature
+        snapshot at the default as_of, the lead index (not-open explanations) and the store facts of every
+        lead. Called before a (hot-swapped) model serves, so no request pays for it and none waits for it."""
+        if self.history is None or not len(self.history.leads):
+            return
+        self.snapshot(self.default_as_of())
+        self._lead_index()
+        if self.store is not None:
+            check = time.monotonic()
+            self._publish_facts(self._prefilled_facts(self.store.state_token(), check))
+
+    def _prefilled_facts(self, token: int, checked_at: float) -> _StoreFacts:
+        """Facts for ``token`` of every lead of the configured history (read after the token, as on requests)."""
+        facts = _StoreFacts(token=token, checked_at=checked_at)
+        if self.store is None or self.history is None or not 0 < len(self.history.leads) <= _FACTS_MAX_LEADS:
+            return facts
+        ids = self.history.leads["lead_id"].astype(str).tolist()
+        prev = self.store.previous_scores(ids)
+        last = self.store.last_handoff_times(ids)
+        facts.previous = {lead: float(prev[lead].score) if lead in prev else np.nan for lead in ids}
+        facts.last_handoff = {lead: last.get(lead) for lead in ids}
+        return facts
+
+    def _publish_facts(self, facts: _StoreFacts) -> None:
+        with self._facts_lock:
+            current = self._facts
+            if current is None or current.token <= facts.token:
+                self._facts = facts
 
     def _fresh_facts(self) -> _StoreFacts | None:
         """The facts cache if its token was checked less than ``store_check_seconds`` ago (hold ``_facts_lock``)."""

@@ -398,6 +398,11 @@ def serve(
     from serving.auth import API_KEYS_FILE_ENV, KeysFileReloader, load_api_keys
     from serving.policy import load_policy
 
+    # The champion watcher retries on its own (every few seconds until a model is loaded, then every poll).
+    # MLflow's HTTP client would otherwise retry an unreachable tracking server for ~4 minutes inside one
+    # attempt (7 retries with backoff) before /ready could say so. Settings in the environment win.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     settings = get_settings()
     with user_errors():
         config = ServiceConfig(

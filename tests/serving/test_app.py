@@ -311,10 +311,10 @@ def test_cached_by_id_requests_run_on_the_event_loop_with_the_same_answers(
         assert gc.get_freeze_count() > 0  # the loaded model and libraries are out of the collector's way
         first = c.post("/v1/score", headers=AUTH, json=body)
         assert first.status_code == 200, first.text
-        assert offloaded == ["_score_records"]  # the lead's store facts were not cached yet
+        assert offloaded == []  # the load warmed the snapshot and every lead's store facts (ScoringService.warm)
         second = c.post("/v1/score", headers=AUTH, json=body)
         assert second.status_code == 200, second.text
-        assert offloaded == ["_score_records"]  # cached now: scored on the event loop
+        assert offloaded == []  # cached: scored on the event loop
         service = c.app.state.leadscore.watcher.current.service  # type: ignore[attr-defined]
         service._facts.checked_at -= 1.9  # nearly due: the background refresher checks it in time
         deadline = time.monotonic() + 10
@@ -322,9 +322,9 @@ def test_cached_by_id_requests_run_on_the_event_loop_with_the_same_answers(
             time.sleep(0.05)
         assert time.monotonic() - service._facts.checked_at <= 1.0, "the store facts refresher did not run"
         assert c.post("/v1/score", headers=AUTH, json=body).status_code == 200
-        assert offloaded == ["_score_records"]  # still fresh: no request waited for the store
+        assert offloaded == []  # still fresh: no request waited for the store
         explicit = c.post("/v1/score", headers=AUTH, json={**body, "as_of": _iso(trained.as_of)})
-        assert explicit.status_code == 200 and len(offloaded) == 2  # an explicit as_of builds features
+        assert explicit.status_code == 200 and offloaded == ["_score_records"]  # an explicit as_of builds features
     a, b = first.json()["predictions"][0], second.json()["predictions"][0]
     Prediction.model_validate(b)
     assert {k: v for k, v in a.items() if k != "scored_at"} == {k: v for k, v in b.items() if k != "scored_at"}
@@ -615,7 +615,9 @@ def test_service_without_a_loadable_model_is_not_ready(trained: Trained) -> None
     with TestClient(create_app(config), raise_server_exceptions=False) as test_client:
         ready = test_client.get("/ready", headers=AUTH)
         assert ready.status_code == 503
-        assert ready.json()["ready"] is False and "failed to load" in ready.json()["detail"]
+        detail = ready.json()["detail"]
+        assert ready.json()["ready"] is False and "could not be resolved in the registry" in detail
+        assert "no model is loaded" in detail
         scored = test_client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": "x"}]})
         assert scored.status_code == 503 and scored.json()["error"]["code"] == "not_ready"
         assert scored.headers["Retry-After"] == "5"

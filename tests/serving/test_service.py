@@ -276,6 +276,10 @@ def test_cached_store_facts_give_the_answers_of_the_store_queries(
             _write_perturbed_batch(service, store, leads, when, seed=step)
         fast = one_by_one(fast=True)
         assert fast == one_by_one(fast=False)
+        # facts prefilled for every lead at once (warm, as before a model serves) give the same answers
+        warmed = ScoringService(sim.model, Info(), policy, store, history=sim.history)
+        warmed.warm()
+        assert [warmed.score_leads([lead], scored_at=NOW).to_records()[0] for lead in ids] == fast
         # a pass of more leads than the fast path takes (batch path, store queried) agrees too
         monkeypatch.setattr(service_module, "FAST_PATH_MAX_LEADS", 100)
         whole = service.score_leads(ids, scored_at=NOW)
@@ -367,9 +371,18 @@ def test_ready_for_means_no_feature_build_and_no_store_query(
         }
     )
     store.write_batch(batch, model_name="m", model_version="1", policy_version="p", as_of=NOW)
-    service.refresh_store_facts()  # a new batch: its facts are read again, by the next request
-    assert not service.ready_for([lead])
-    assert service.score_leads([lead]).previous_score[0] == 50.0
+    service.refresh_store_facts()  # a new batch: the refresher reads the facts of every lead at once
+    assert service._facts is not None and len(service._facts.previous) == len(sim.history.leads)
+    assert service.ready_for([lead]) and service.ready_for([lead, other])
+    for name in ("state_token", "previous_scores", "last_handoff_times", "count_handoffs_since"):
+        monkeypatch.setattr(store, name, no_query)
+    assert service.score_leads([lead]).previous_score[0] == 50.0  # the new batch's score, no query
+    monkeypatch.undo()
+
+    warmed = ScoringService(sim.model, Info(), policy, store, history=sim.history, store_check_seconds=60.0)
+    warmed.warm()  # what the app's scorer factory does before a model serves
+    assert warmed.ready_for([lead, other]) and warmed._index is not None
+    assert warmed.score_leads([lead]).previous_score[0] == 50.0
 
     exact = ScoringService(sim.model, Info(), policy, store, history=sim.history)  # store_check_seconds=0
     assert not exact.ready_for([lead])  # reads the token on every pass
