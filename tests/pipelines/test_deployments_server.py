@@ -184,8 +184,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert not left, f"processes left running: {left}"
 
 
+def _api(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One API call; a 503 (the SQLite-backed server busy on a loaded machine) is retried for up to a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = httpx.request(method, url, timeout=30, **kwargs)
+        if response.status_code != 503 or time.monotonic() > deadline:
+            return response
+        time.sleep(1)
+
+
 def _deployment(stack: Stack, spec: DeploymentSpec) -> dict[str, Any]:
-    response = httpx.get(f"{stack.api}/deployments/name/{spec.key}/{spec.name}", timeout=30)
+    response = _api("GET", f"{stack.api}/deployments/name/{spec.key}/{spec.name}")
     assert response.status_code == 200, f"deployment {spec.full_name} not found: {response.text}"
     return dict(response.json())
 
@@ -196,12 +206,12 @@ def _run(stack: Stack, spec: DeploymentSpec) -> dict[str, Any]:
         if before not in stack.done:
             _run(stack, next(s for s in DEPLOYMENTS if s.key == before))
     deployment = _deployment(stack, spec)
-    created = httpx.post(f"{stack.api}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=30)
+    created = _api("POST", f"{stack.api}/deployments/{deployment['id']}/create_flow_run", json={})
     assert created.status_code == 201, created.text
     run_id = created.json()["id"]
     deadline = time.monotonic() + RUN_SECONDS
     while True:
-        run = httpx.get(f"{stack.api}/flow_runs/{run_id}", timeout=30).json()
+        run = _api("GET", f"{stack.api}/flow_runs/{run_id}").json()
         state = run["state"]
         if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             break
