@@ -10,7 +10,9 @@ training, :func:`probe_leakage` measures every feature alone on the training row
   none of the other (e.g. closed-deal fields that exist only for won leads), where the other class is large
   enough for that absence to mean something: populated at the first class's rate, it would hold at least
   ``min_populated`` populated rows too. (A sparse feature, e.g. filled on 1% of rows, is naturally absent
-  from a few hundred converted rows by chance: with an expected count of 4 the chance of none is 2%.)
+  from a few hundred converted rows by chance: with an expected count of 4 the chance of none is 2%.) With
+  ``groups`` (lead ids) that expectation is counted in distinct leads, since the snapshots of one lead are
+  not independent.
 
 How a feature's own AUC is measured
 -----------------------------------
@@ -268,12 +270,17 @@ def _sample(n: int, y: np.ndarray, max_rows: int, seed: int) -> np.ndarray | Non
     return np.sort(np.concatenate(keep))
 
 
-def _populated_reason(pos: int, neg: int, n_pos: int, n_neg: int, min_populated: int) -> str:
+def _populated_reason(
+    pos: int, neg: int, n_pos: int, n_neg: int, min_populated: int, units: tuple[int, int, int, int] | None = None
+) -> str:
     # The empty class must have been expected to hold min_populated rows (at the other class's fill rate):
-    # absence from too few rows is chance (P(none) ~ exp(-expected)), not a sign of leakage.
-    if pos >= min_populated and neg == 0 and pos / n_pos * n_neg >= min_populated:
+    # absence from too few rows is chance (P(none) ~ exp(-expected)), not a sign of leakage. With ``units``
+    # (the same four counts in distinct leads) the expectation is in leads: the weekly snapshots of one lead
+    # are not independent evidence (60 leads seen in 12 snapshots each are not 720 chances to convert).
+    u_pos, u_neg, u_n_pos, u_n_neg = units or (pos, neg, n_pos, n_neg)
+    if pos >= min_populated and neg == 0 and u_pos / u_n_pos * u_n_neg >= min_populated:
         return f"populated only for converted rows ({pos:,} of {n_pos:,} converted, 0 of {n_neg:,} not converted)"
-    if neg >= min_populated and pos == 0 and neg / n_neg * n_pos >= min_populated:
+    if neg >= min_populated and pos == 0 and u_neg / u_n_neg * u_n_pos >= min_populated:
         return f"populated only for non-converted rows (0 of {n_pos:,} converted, {neg:,} of {n_neg:,} not converted)"
     return ""
 
@@ -373,7 +380,15 @@ def probe_leakage(
         reasons = []
         if not np.isnan(auc) and auc > threshold:
             reasons.append(f"ROC AUC {auc:.3f} on its own ({how}; threshold {threshold:g})")
-        populated = _populated_reason(pos, neg, n_pos_s, n_neg_s, min_populated)
+        units = None
+        if group_arr is not None and (pos == 0) != (neg == 0):  # one class only: weigh the evidence in leads
+            units = (
+                len(set(group_arr[present & (y_arr == 1)])),
+                len(set(group_arr[present & (y_arr == 0)])),
+                len(set(group_arr[y_arr == 1])),
+                len(set(group_arr[y_arr == 0])),
+            )
+        populated = _populated_reason(pos, neg, n_pos_s, n_neg_s, min_populated, units)
         if populated:
             reasons.append(populated)
         results.append(

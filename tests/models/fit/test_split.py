@@ -103,14 +103,15 @@ def test_stage_split_uses_only_fully_observed_snapshots(long_feature_frame) -> N
 
 def test_stage_without_room_for_a_later_test_period_holds_out_leads(feature_frame) -> None:
     df, spec = feature_frame  # 40 dates: < 365 days of fully observed stage snapshots
-    split = temporal_split(df, fast_config(), horizon_days=spec.horizon_days)
+    config = fast_config()
+    split = temporal_split(df, config, horizon_days=spec.horizon_days)
     s = split.stage
     assert s is not None and s.has_test
     assert s.test_strategy == "lead_holdout"
     assert "held-out leads" in s.note
     test_leads = set(s.test["lead_id"])
     assert not test_leads & set(s.train["lead_id"]) and not test_leads & set(s.valid["lead_id"])
-    assert len(test_leads) == round(0.2 * df["lead_id"].nunique())
+    assert len(test_leads) == round(config.split.test_fraction * df["lead_id"].nunique())
     assert len(s.train) + len(s.valid) + len(s.test) == int((df["observed_days"] >= 365).sum())
 
 

@@ -57,7 +57,9 @@ def test_parts_are_disjoint_stratified_and_censored_rows_are_left_out() -> None:
         frame = getattr(r, part)
         assert int(frame["converted"].sum()) == round(fraction * 300)
         assert int((frame["converted"] == 0).sum()) == round(fraction * 700)
-    assert int(r.train["converted"].sum()) == 300 - round(0.2 * 300) - round(0.15 * 300)
+    assert int(r.train["converted"].sum()) == 300 - round(fractions.test_fraction * 300) - round(
+        fractions.valid_fraction * 300
+    )
     assert (r.valid_strategy, r.test_strategy, r.gap_days) == ("stratified", "stratified", 0)
     assert split.stage is None and split.stage_labels == []
     assert "fixed stratified split by lead (seed 42)" in r.note
@@ -132,9 +134,10 @@ def test_splits_the_single_snapshot_feature_table() -> None:
         ),
     )
     frame, spec = build_single_snapshot_features(history)
-    split = stratified_split(frame, fast_config(), horizon_days=spec.horizon_days)
+    config = fast_config()
+    split = stratified_split(frame, config, horizon_days=spec.horizon_days)
     assert split.readiness.n_censored == int((~has).sum())
     labelled = leads_of(split.train) | leads_of(split.valid) | leads_of(split.test)
     assert labelled == set(np.asarray(ids, dtype=object)[has])
     n_won = int((outcome == "won").sum())
-    assert int(split.test["converted"].sum()) == round(0.2 * n_won)
+    assert int(split.test["converted"].sum()) == round(config.split.test_fraction * n_won)

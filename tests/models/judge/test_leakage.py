@@ -114,6 +114,29 @@ def test_a_sparse_feature_absent_from_a_small_class_by_chance_is_not_flagged() -
     assert "populated only for non-converted rows (0 of 300 converted, 3,000 of 23,000" in by_name["dense"].reason
 
 
+def test_one_class_only_evidence_is_counted_in_leads_when_rows_repeat_leads() -> None:
+    # 691 non-converted rows, but from 58 leads seen in ~12 weekly snapshots each: in leads, about 1.4 of the
+    # 425 converted rows' 60 leads would hold it, so none holding it is chance; in rows (expected ~11) it
+    # would look like leakage. The same rows from 691 distinct leads are flagged.
+    n_pos, n_neg = 425, 25_898
+    y = np.r_[np.ones(n_pos, dtype=np.int8), np.zeros(n_neg, dtype=np.int8)]
+    pos_leads = [f"P{i % 60}" for i in range(n_pos)]
+    neg_leads = [f"N{i // 12}" for i in range(n_neg)]  # 12 rows per lead, 2,159 leads
+    groups = pd.Series(pos_leads + neg_leads)
+    values = np.full(len(y), np.nan)
+    values[n_pos : n_pos + 691] = 3.0  # the first 58 negative leads
+    frame = pd.DataFrame({"days_since_event_attendance": values})
+    (in_leads,) = _probe(frame, y, groups=groups).features
+    assert not in_leads.flagged and (in_leads.populated_positive, in_leads.populated_negative) == (0, 691)
+    (in_rows,) = _probe(frame, y).features
+    assert in_rows.flagged and "populated only for non-converted rows (0 of 425 converted, 691 of 25,898" in (
+        in_rows.reason
+    )
+    distinct = pd.Series([f"D{i}" for i in range(len(y))])  # every row its own lead: as in rows
+    (flagged,) = _probe(frame, y, groups=distinct).features
+    assert flagged.flagged
+
+
 def test_out_of_fold_encoding_keeps_ids_low_and_leaky_categories_high() -> None:
     y = _labels(n=3000, seed=6)
     rng = np.random.default_rng(7)
