@@ -91,7 +91,9 @@ def test_a_worker_killed_during_the_build_is_retried_and_the_result_is_identical
     pd.testing.assert_frame_equal(frame, expected(plain))
 
 
-def test_without_cluster_neither_the_cli_nor_features_import_dask(data, tmp_path: Path):
+def test_without_cluster_neither_the_cli_nor_features_import_dask(data, tmp_path: Path, prefect_harness: None):
+    from prefect.settings import PREFECT_API_URL
+
     _, parts = data
     code = (
         "import sys\n"
@@ -102,6 +104,8 @@ def test_without_cluster_neither_the_cli_nor_features_import_dask(data, tmp_path
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'prefect_dask')))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "LEADSCORE_DASK_ADDRESS"}
+    # the session's Prefect API: the child does not start a temporary server of its own (~20 s)
+    env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "f" / "part-00000.parquet").exists()
