@@ -1,0 +1,130 @@
+"""Partitioned batch scoring (in process and on a LocalCluster of 2 workers) stores the single-machine batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.partitioned import partition_data_dir, partition_of
+from features.validation import load_history
+from serving.batch import score_batch
+from serving.partitioned_batch import score_partitioned_batch
+from serving.policy import HandoffPolicy
+from serving.stores import ScoreStore
+from tests.models.sim_scoring import SimulatedScoring, simulated_scoring
+from tests.serving.test_service import Info, model_mode_policy
+
+T0 = datetime(2026, 1, 2, 2, 0, tzinfo=UTC)
+NOW = pd.Timestamp("2026-06-01T00:00:00Z")
+
+
+@pytest.fixture(scope="module")
+def sim() -> SimulatedScoring:
+    return simulated_scoring()
+
+
+@pytest.fixture(scope="module")
+def parts(sim: SimulatedScoring, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dask-score") / "parts"
+    partition_data_dir(sim.data_dir, out, 3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def client():
+    from pipelines.dask_runner import open_cluster
+
+    with open_cluster("local:2") as c:
+        yield c
+
+
+def stored(store: ScoreStore) -> pd.DataFrame:
+    frame = store.current_frame().drop(columns=["batch_id"])
+    frame["handoff_id"] = frame["handoff_id"].notna()  # a random id per recorded handoff
+    return frame.sort_values("lead_id", ignore_index=True)
+
+
+def single_machine(sim: SimulatedScoring, policy: HandoffPolicy, url: str, nights: int) -> list[pd.DataFrame]:
+    history = load_history(sim.data_dir, now=NOW).history
+    frames = []
+    with ScoreStore(url) as store:
+        for night in range(nights):
+            score_batch(history, sim.model, Info(), policy, store, scored_at=T0 + timedelta(days=night))
+            frames.append(stored(store))
+    return frames
+
+
+def partitioned(parts: Path, sim: SimulatedScoring, policy: HandoffPolicy, url: str, nights: int, runner=None):
+    frames = []
+    with ScoreStore(url) as store:
+        for night in range(nights):
+            score_partitioned_batch(
+                parts, sim.model, Info(), policy, store, scored_at=T0 + timedelta(days=night), runner=runner, now=NOW
+            )
+            frames.append(stored(store))
+    return frames
+
+
+def capacity_policy() -> HandoffPolicy:
+    # capacity grading ranks the whole population; a weekly capacity caps handoffs across all partitions
+    return model_mode_policy(grading={"mode": "capacity", "capacity": {"leads_per_week": 40}})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make_policy", [model_mode_policy, capacity_policy], ids=["model", "capacity"])
+def test_batches_on_two_workers_equal_the_single_machine_batches(
+    sim: SimulatedScoring, parts: Path, client, tmp_path: Path, make_policy
+) -> None:
+    from pipelines.dask_runner import DaskPartitionRunner
+
+    policy = make_policy()
+    assert len(client.scheduler_info()["workers"]) == 2
+    # two nights: the second one's trends and cool-downs come from the first one's stored batch
+    single = single_machine(sim, policy, f"sqlite:///{tmp_path / 'single.db'}", 2)
+    dask = partitioned(parts, sim, policy, f"sqlite:///{tmp_path / 'dask.db'}", 2, DaskPartitionRunner(client))
+    assert single[0]["handoff"].any() and single[0]["reasons"].notna().any()
+    assert set(single[1]["trend"]) == {"steady"}
+    for a, b in zip(single, dask, strict=True):
+        pd.testing.assert_frame_equal(b, a, check_exact=True)
+
+
+def test_in_process_partitioned_batch_equals_single_machine_and_exports_parts(
+    sim: SimulatedScoring, parts: Path, tmp_path: Path
+) -> None:
+    policy = model_mode_policy()
+    single = single_machine(sim, policy, f"sqlite:///{tmp_path / 'single.db'}", 1)
+    with ScoreStore(f"sqlite:///{tmp_path / 'inline.db'}") as store:
+        summary = score_partitioned_batch(
+            parts, sim.model, Info(), policy, store, scored_at=T0, out=tmp_path / "s", now=NOW
+        )
+        got = stored(store)
+    pd.testing.assert_frame_equal(got, single[0], check_exact=True)
+    files = sorted((tmp_path / "s").glob("part-*.parquet"))
+    assert summary.export == tmp_path / "s" and [f.name for f in files] == [f"part-0000{i}.parquet" for i in range(3)]
+    for i, f in enumerate(files):
+        frame = pd.read_parquet(f)
+        assert (partition_of(frame["lead_id"].tolist(), 3) == i).all()
+    exported = pd.concat([pd.read_parquet(f) for f in files]).sort_values("lead_id", ignore_index=True)
+    assert exported["lead_id"].tolist() == single[0]["lead_id"].tolist()
+    assert exported["score"].tolist() == single[0]["score"].tolist()
+
+
+def test_score_without_cluster_never_imports_dask(parts: Path, tmp_path: Path) -> None:
+    # `leadscore score` fails here (no champion registered in this home), after deciding where to run
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from pipelines.cli import app\n"
+        f"r = CliRunner().invoke(app, ['score', '--data', {str(parts)!r}])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'prefect_dask')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LEADSCORE_DASK_ADDRESS"}
+    env["LEADSCORE_HOME"] = str(tmp_path / "home")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
