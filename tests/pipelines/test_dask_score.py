@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -115,16 +116,47 @@ def test_in_process_partitioned_batch_equals_single_machine_and_exports_parts(
     assert exported["score"].tolist() == single[0]["score"].tolist()
 
 
-def test_score_without_cluster_never_imports_dask(parts: Path, tmp_path: Path) -> None:
-    # `leadscore score` fails here (no champion registered in this home), after deciding where to run
-    code = (
-        "import sys\n"
+def _cli_script(parts: Path, model_file: Path, runs: list[list[str]]) -> str:
+    """A script that runs ``leadscore score --data PARTS ...`` once per ``runs`` (the pickled model as the
+    champion) and prints, after each run, the Dask modules imported so far."""
+    return (
+        "import pickle, sys\n"
         "from typer.testing import CliRunner\n"
+        "import pipelines.flows as flows\n"
         "from pipelines.cli import app\n"
-        f"r = CliRunner().invoke(app, ['score', '--data', {str(parts)!r}])\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'prefect_dask')))\n"
+        "from tests.serving.test_service import Info\n"
+        f"model = pickle.loads(open({str(model_file)!r}, 'rb').read())\n"
+        "flows.load_champion = lambda *a, **k: (model, Info())\n"
+        f"for args in {runs!r}:\n"
+        f"    r = CliRunner().invoke(app, ['score', '--data', {str(parts)!r}, *args])\n"
+        "    assert r.exit_code == 0, (r.output, r.exception)\n"
+        "    print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'prefect_dask')))\n"
     )
+
+
+@pytest.mark.slow
+def test_leadscore_score_on_partitions_imports_dask_only_with_cluster(
+    sim: SimulatedScoring, parts: Path, tmp_path: Path
+) -> None:
+    model_file = tmp_path / "model.pkl"
+    model_file.write_bytes(pickle.dumps(sim.model))
     env = {k: v for k, v in os.environ.items() if k != "LEADSCORE_DASK_ADDRESS"}
     env["LEADSCORE_HOME"] = str(tmp_path / "home")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    env["LEADSCORE_STORE_URL"] = f"sqlite:///{tmp_path / 'cli.db'}"
+    as_of = ["--as-of", "2026-01-01T00:00:00Z"]
+    runs = [["--out", str(tmp_path / "a"), *as_of], ["--out", str(tmp_path / "b"), *as_of, "--cluster", "local:2"]]
+    code = _cli_script(parts, model_file, runs)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    without, with_cluster = out.stdout.strip().splitlines()[-2:]
+    assert without == "[]"  # the first run, in process: nothing of Dask imported
+    assert "distributed" in with_cluster
+    for name in ("a", "b"):
+        assert len(list((tmp_path / name).glob("part-*.parquet"))) == 3
+    a = pd.concat(pd.read_parquet(f) for f in sorted((tmp_path / "a").glob("*.parquet")))
+    b = pd.concat(pd.read_parquet(f) for f in sorted((tmp_path / "b").glob("*.parquet")))
+    assert len(a) > 0 and a["lead_id"].tolist() == b["lead_id"].tolist()
+    assert a["score"].tolist() == b["score"].tolist()
+    with ScoreStore(env["LEADSCORE_STORE_URL"]) as store:
+        batches = store.batches()
+        assert len(batches) == 2 and all(pd.Timestamp(x.as_of) == pd.Timestamp(as_of[1]) for x in batches)
