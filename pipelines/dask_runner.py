@@ -123,6 +123,10 @@ def dask_task_runner(value: str) -> Any:
     )
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
 class DaskPartitionRunner:
     """A :class:`serving.partitioned_batch.PartitionRunner` on a ``distributed.Client``.
 
@@ -137,7 +141,10 @@ class DaskPartitionRunner:
         self.retries = retries
 
     def share(self, value: Any) -> Any:
-        return self.client.scatter(value, broadcast=True, hash=False)
+        # A task, not ``scatter``: scattered data has no lineage, so a value whose workers all died (one
+        # killed, the other restarted empty) could not be recomputed and every task needing it would be
+        # cancelled. The value travels once in the graph; workers fetch it from each other after that.
+        return self.client.submit(_identity, value, key=f"leadscore-share-{uuid.uuid4().hex[:8]}", pure=False)
 
     def submit(self, fn: Any, *args: Any, key: str) -> Any:
         return self.client.submit(fn, *args, key=f"{key}-{uuid.uuid4().hex[:8]}", retries=self.retries, pure=False)

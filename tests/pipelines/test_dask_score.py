@@ -95,6 +95,42 @@ def test_batches_on_two_workers_equal_the_single_machine_batches(
         pd.testing.assert_frame_equal(b, a, check_exact=True)
 
 
+@pytest.mark.slow
+def test_workers_killed_while_scoring_and_explaining_give_the_same_batch(
+    sim: SimulatedScoring, parts: Path, client, tmp_path: Path
+) -> None:
+    from pipelines.dask_runner import DaskPartitionRunner
+    from serving.partitioned_batch import explain_partition, score_partition
+
+    class KillingRunner(DaskPartitionRunner):
+        """The first scoring task and the first explaining task each kill their worker process outright.
+
+        The second kill also loses the encoded rows that worker kept from step 1: the scheduler recomputes them.
+        """
+
+        def submit(self, fn, *args, key):
+            if fn not in (score_partition, explain_partition):
+                return super().submit(fn, *args, key=key)
+            marker = tmp_path / f"killed-{fn.__name__}"
+
+            def call(*a):
+                try:
+                    fd = os.open(marker, os.O_CREAT | os.O_EXCL)
+                except FileExistsError:
+                    return fn(*a)
+                os.close(fd)
+                os._exit(1)
+
+            return super().submit(call, *args, key=key)
+
+    policy = model_mode_policy()
+    single = single_machine(sim, policy, f"sqlite:///{tmp_path / 'single.db'}", 1)
+    dask = partitioned(parts, sim, policy, f"sqlite:///{tmp_path / 'dask.db'}", 1, KillingRunner(client))
+    assert (tmp_path / "killed-score_partition").exists() and (tmp_path / "killed-explain_partition").exists()
+    pd.testing.assert_frame_equal(dask[0], single[0], check_exact=True)
+    client.wait_for_workers(2, timeout=60)
+
+
 def test_in_process_partitioned_batch_equals_single_machine_and_exports_parts(
     sim: SimulatedScoring, parts: Path, tmp_path: Path
 ) -> None:
