@@ -288,7 +288,7 @@ def score_partitioned_batch(
         readiness = _concat(nonempty, "readiness", np.empty(0))[order]
         score = _concat(nonempty, "score", np.empty(0, dtype=np.int64))[order]
         grades, previous, trend, handoff, rules = service.decide(ids, readiness, score, decided_at)
-        mask = service._explain_mask(EXPLAIN_TOP, grades, handoff)
+        mask = service.explain_mask(EXPLAIN_TOP, grades, handoff)
         timings["score_policy"] = time.perf_counter() - t
 
         step(f"reasons for {int(mask.sum()):,} leads")

@@ -315,7 +315,7 @@ class ScoringService:
         return True
 
     # -- the scoring pass ---------------------------------------------------------------------------
-    def _explain_mask(self, explain: Explain, grades: np.ndarray, handoff: np.ndarray) -> np.ndarray:
+    def explain_mask(self, explain: Explain, grades: np.ndarray, handoff: np.ndarray) -> np.ndarray:
         n = len(grades)
         if isinstance(explain, str):
             if explain != EXPLAIN_TOP:
@@ -361,7 +361,7 @@ class ScoringService:
         timings["policy"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        mask = self._explain_mask(explain, grades, handoff)
+        mask = self.explain_mask(explain, grades, handoff)
         reasons: list[dict[str, Any] | None] = [None] * n
         actions: list[dict[str, Any] | None] = [None] * n
         rows = np.flatnonzero(mask)

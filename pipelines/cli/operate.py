@@ -112,8 +112,11 @@ def score(
     """
     from features.partitioned import is_partitioned
 
+    explicit = cluster is not None
     cluster = _cluster(cluster)
     partitioned = is_partitioned(data)
+    if cluster is not None and not partitioned and not explicit:
+        cluster = None  # LEADSCORE_DASK_ADDRESS alone: plain data is scored on this machine, as before
     if cluster is not None and not partitioned:
         raise typer.BadParameter(
             f"{data} is not partitioned: --cluster needs a partitioned data directory "

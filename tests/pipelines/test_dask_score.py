@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -196,3 +197,18 @@ def test_leadscore_score_on_partitions_imports_dask_only_with_cluster(
     with ScoreStore(env["LEADSCORE_STORE_URL"]) as store:
         batches = store.batches()
         assert len(batches) == 2 and all(pd.Timestamp(x.as_of) == pd.Timestamp(as_of[1]) for x in batches)
+
+
+def test_score_refuses_cluster_on_plain_data_and_backfill_on_partitions(sim: SimulatedScoring, parts: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    def refused(*args: str) -> str:
+        result = CliRunner().invoke(app, ["score", *args])
+        assert result.exit_code == 2, result.output
+        return " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())  # the error box, unwrapped
+
+    assert "is not partitioned" in refused("--data", str(sim.data_dir), "--cluster", "local:2")
+    assert "is not understood" in refused("--data", str(parts), "--cluster", "http://x")
+    assert "partitioned data directory yet" in refused("--data", str(parts), "--backfill", "2")
