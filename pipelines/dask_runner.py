@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import signal
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,3 +121,37 @@ def dask_task_runner(value: str) -> Any:
             "dashboard_address": None,
         },
     )
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class DaskPartitionRunner:
+    """A :class:`serving.partitioned_batch.PartitionRunner` on a ``distributed.Client``.
+
+    Tasks are ``pure=False`` (a retry recomputes) with ``retries`` after an exception; a result lost with
+    its worker is recomputed by the scheduler from the task graph (a partition's scoring task only reads
+    files). Values passed between tasks (the encoded rows of a partition) stay on the workers: a task that
+    takes a handle runs where its value is.
+    """
+
+    def __init__(self, client: Any, *, retries: int = 2) -> None:
+        self.client = client
+        self.retries = retries
+
+    def share(self, value: Any) -> Any:
+        # A task, not ``scatter``: scattered data has no lineage, so a value whose workers all died (one
+        # killed, the other restarted empty) could not be recomputed and every task needing it would be
+        # cancelled. The value travels once in the graph; workers fetch it from each other after that.
+        return self.client.submit(_identity, value, key=f"leadscore-share-{uuid.uuid4().hex[:8]}", pure=False)
+
+    def submit(self, fn: Any, *args: Any, key: str) -> Any:
+        return self.client.submit(fn, *args, key=f"{key}-{uuid.uuid4().hex[:8]}", retries=self.retries, pure=False)
+
+    def gather(self, handles: Any) -> list[Any]:
+        return list(self.client.gather(list(handles))) if handles else []
+
+    def release(self, handles: Any) -> None:
+        for handle in handles:
+            handle.release()

@@ -409,6 +409,36 @@ def score_and_write_batch(
         store.close()
 
 
+@task(name="score_and_write_partitioned_batch", cache_policy=NO_CACHE)
+def score_and_write_partitioned_batch(
+    data_dir: Path,
+    model: Any,
+    model_info: Any,
+    policy_path: Path | None,
+    store_url: str,
+    as_of: str | None,
+    out: Path | None,
+    cluster: str | None,
+) -> Any:
+    # Not retried either (see score_and_write_batch); the partition tasks on Dask have their own retries.
+    from serving.partitioned_batch import score_partitioned_batch
+    from serving.policy import load_policy
+    from serving.stores import ScoreStore
+
+    policy = load_policy(policy_path)
+    when = snapshots.parse_as_of([as_of])[0] if as_of else None
+    with ScoreStore(store_url) as store:
+        if cluster is None:
+            return score_partitioned_batch(data_dir, model, model_info, policy, store, as_of=when, out=out)
+        from pipelines.dask_runner import DaskPartitionRunner, open_cluster
+
+        with open_cluster(cluster) as client:
+            runner = DaskPartitionRunner(client)
+            return score_partitioned_batch(
+                data_dir, model, model_info, policy, store, as_of=when, out=out, runner=runner
+            )
+
+
 @flow(name="score-batch")
 def score_batch_flow(
     data_dir: Path,
@@ -421,6 +451,7 @@ def score_batch_flow(
     as_of: str | None = None,
     out: Path | None = None,
     backfill_weeks: int = 0,
+    cluster: str | None = None,
 ) -> Any:
     """champion -> history -> features as of now for all open leads -> score, grade, hand off -> atomic write.
 
@@ -428,7 +459,24 @@ def score_batch_flow(
     (``DATA/quarantine``) as in ``leadscore validate``. With ``backfill_weeks`` > 0 the weekly batches of
     that many past weeks are scored first, each as of its own date (:func:`serving.batch.backfill`; dates
     the store already covers are skipped); the summary's ``backfilled`` says what was written.
+
+    A partitioned data directory (``leadscore generate/import --partitions N``) is scored partition by
+    partition (:mod:`serving.partitioned_batch`), on the Dask ``cluster`` if given (``tcp://...`` or
+    ``local[:N]``), else in this process; it stores the batch the single-machine path stores. ``out`` may
+    then also be a directory for ``part-NNNNN.parquet`` files. No backfill on partitioned data yet.
     """
+    from features.partitioned import is_partitioned
+
+    if is_partitioned(data_dir):
+        if backfill_weeks > 0:
+            raise ValueError("--backfill is not supported on a partitioned data directory yet")
+        model, info = load_champion(tracking_uri, artifact_root, model_name, alias)
+        return score_and_write_partitioned_batch(data_dir, model, info, policy_path, store_url, as_of, out, cluster)
+    if cluster is not None:
+        raise ValueError(
+            f"{data_dir} is not partitioned: --cluster needs a partitioned data directory "
+            "(leadscore generate/import --partitions N)"
+        )
     model, info = load_champion(tracking_uri, artifact_root, model_name, alias)
     result = load_history(data_dir)
     write_quarantine(result, data_dir / "quarantine")

@@ -30,6 +30,7 @@ from features.build import build_features
 from features.history import ProspectHistory
 from models.fit.scoring import ScoringModel
 from serving.policy import GRADES, HandoffPolicy, policy_summary
+from serving.scored import ScoredLeads
 from serving.service import DEFAULT_EXPLAIN_GRADES, EXPLAIN_TOP, ScoringService, default_as_of
 
 if TYPE_CHECKING:
@@ -132,6 +133,31 @@ def score_batch(
     )
     timings.update({f"score_{k}": v for k, v in scored.timings.items()})
 
+    return write_scored_batch(
+        scored, model_info, policy, store, ts, out, queue_size=queue_size, timings=timings, progress=step
+    )
+
+
+def write_scored_batch(
+    scored: ScoredLeads,
+    model_info: Any,
+    policy: HandoffPolicy,
+    store: ScoreStore,
+    as_of: pd.Timestamp,
+    out: str | Path | None = None,
+    *,
+    queue_size: int = 10,
+    timings: dict[str, float] | None = None,
+    progress: Progress | None = None,
+) -> BatchSummary:
+    """Steps 5 and 6 of :func:`score_batch`: one atomic ``write_batch`` of ``scored`` (and the export).
+
+    Shared by the single-machine batch and the partitioned one (:mod:`serving.partitioned_batch`), so both
+    store the same rows and details for the same scores.
+    """
+    step = progress or (lambda _msg: None)
+    timings = {} if timings is None else timings
+    now = scored.scored_at
     step("writing the batch")
     t = time.perf_counter()
     scores = scored.to_store_frame()
@@ -151,7 +177,7 @@ def score_batch(
         model_name=scored.model.name,
         model_version=scored.model.version,
         policy_version=policy.policy_version,
-        as_of=ts.to_pydatetime(),
+        as_of=as_of.to_pydatetime(),
         scored_at=now,
         details=details,
     )
@@ -166,7 +192,7 @@ def score_batch(
     queue = store.handoff_queue(limit=queue_size).items if queue_size > 0 else []
     return BatchSummary(
         batch=info,
-        as_of=ts.to_pydatetime(),
+        as_of=as_of.to_pydatetime(),
         n_leads=len(scored),
         grades=grade_counts,
         trends=trend_counts,

@@ -315,7 +315,7 @@ class ScoringService:
         return True
 
     # -- the scoring pass ---------------------------------------------------------------------------
-    def _explain_mask(self, explain: Explain, grades: np.ndarray, handoff: np.ndarray) -> np.ndarray:
+    def explain_mask(self, explain: Explain, grades: np.ndarray, handoff: np.ndarray) -> np.ndarray:
         n = len(grades)
         if isinstance(explain, str):
             if explain != EXPLAIN_TOP:
@@ -357,45 +357,17 @@ class ScoringService:
         timings["predict"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        id_text = ids.astype(str)
-        grades = assign_grades(readiness, policy, lead_ids=id_text, model_cutoffs=self.model.grade_cutoffs)
-        previous = np.full(n, np.nan)
-        last_handoffs: Mapping[str, datetime] = {}
-        handoffs_this_week = 0
-        if self.store is not None and 0 < n <= FAST_PATH_MAX_LEADS:
-            previous, last_handoffs, handoffs_this_week = self._cached_store_facts(id_text.tolist(), now)
-        elif self.store is not None and n:
-            prev = self.store.previous_scores(id_text.tolist())
-            if prev:
-                previous = np.array([prev[i].score if i in prev else np.nan for i in id_text.tolist()], dtype=float)
-            since = now - timedelta(days=policy.cooldown_days)
-            last_handoffs = self.store.last_handoff_times(id_text.tolist(), since=since)
-            if isinstance(policy.grading, CapacityGrading):
-                handoffs_this_week = self.store.count_handoffs_since(week_start(now))
-        trend = trends(previous, out["score"], policy)
-        handoff, rules = decide_handoff(
-            grades,
-            id_text,
-            last_handoffs,
-            now,
-            policy,
-            readiness=readiness,
-            handoffs_this_week=handoffs_this_week,
-        )
+        grades, previous, trend, handoff, rules = self.decide(ids, readiness, out["score"], now)
         timings["policy"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        mask = self._explain_mask(explain, grades, handoff)
+        mask = self.explain_mask(explain, grades, handoff)
         reasons: list[dict[str, Any] | None] = [None] * n
         actions: list[dict[str, Any] | None] = [None] * n
         rows = np.flatnonzero(mask)
-        if len(rows):
-            sub = Xe[rows]
-            explained_reasons = self.explainer.reasons_from_encoded(sub)
-            explained_actions = self.explainer.next_best_actions_from_encoded(sub, readiness[rows])
-            for k, i in enumerate(rows.tolist()):
-                reasons[i] = explained_reasons[k]
-                actions[i] = explained_actions[k]
+        for i, reason, action in zip(rows.tolist(), *self.explain_rows(Xe[rows], readiness[rows]), strict=True):
+            reasons[i] = reason
+            actions[i] = action
         needs = self.explainer.needs_from_encoded(Xe)
         timings["explain"] = time.perf_counter() - t
 
@@ -428,6 +400,45 @@ class ScoringService:
             policy_version=policy.policy_version,
             timings=timings,
         )
+
+    def decide(
+        self, lead_ids: np.ndarray, readiness: np.ndarray, score: np.ndarray, now: datetime
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Grades, previous scores, trends, handoffs and their rules of the leads scored together.
+
+        The part of a pass that needs the whole population (capacity ranks, the weekly capacity) and the
+        store (trends, cool-downs); the partitioned batch runs it once on the client over every partition.
+        """
+        n = len(lead_ids)
+        policy = self.policy
+        id_text = np.asarray(lead_ids, dtype=object).astype(str)
+        grades = assign_grades(readiness, policy, lead_ids=id_text, model_cutoffs=self.model.grade_cutoffs)
+        previous = np.full(n, np.nan)
+        last_handoffs: Mapping[str, datetime] = {}
+        handoffs_this_week = 0
+        if self.store is not None and 0 < n <= FAST_PATH_MAX_LEADS:
+            previous, last_handoffs, handoffs_this_week = self._cached_store_facts(id_text.tolist(), now)
+        elif self.store is not None and n:
+            prev = self.store.previous_scores(id_text.tolist())
+            if prev:
+                previous = np.array([prev[i].score if i in prev else np.nan for i in id_text.tolist()], dtype=float)
+            since = now - timedelta(days=policy.cooldown_days)
+            last_handoffs = self.store.last_handoff_times(id_text.tolist(), since=since)
+            if isinstance(policy.grading, CapacityGrading):
+                handoffs_this_week = self.store.count_handoffs_since(week_start(now))
+        trend = trends(previous, score, policy)
+        handoff, rules = decide_handoff(
+            grades, id_text, last_handoffs, now, policy, readiness=readiness, handoffs_this_week=handoffs_this_week
+        )
+        return np.asarray(grades, dtype=object), previous, trend, handoff, rules
+
+    def explain_rows(
+        self, Xe: np.ndarray, readiness: np.ndarray
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any] | None]]:
+        """Reasons and next-best actions of these encoded rows (row-wise: any subset gives the same rows)."""
+        if not len(Xe):
+            return [], []
+        return self.explainer.reasons_from_encoded(Xe), self.explainer.next_best_actions_from_encoded(Xe, readiness)
 
     def refresh_store_facts(self) -> None:
         """Read the store's state token now (a background thread calls this, so requests need not).

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from pipelines.cli.common import app, console, err_console, guard_prefect, run_with_status, user_errors
-from pipelines.cli.data import generate
+from pipelines.cli.data import _cluster, generate
 from pipelines.cli.output import (
     RUN_BACKFILL_WEEKS,
     print_backfill_summary,
@@ -96,10 +96,37 @@ def score(
             "results exist at once); dates the store already covers are skipped.",
         ),
     ] = 0,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Score the partitions of a partitioned data directory on Dask: tcp://HOST:PORT (an existing "
+            "scheduler) or local[:N] (N local worker processes). Default: LEADSCORE_DASK_ADDRESS, else no Dask.",
+        ),
+    ] = None,
 ) -> None:
-    """Score every open lead with the champion model, decide handoffs and write the batch atomically."""
-    if out is not None and out.suffix not in (".parquet", ".csv"):
+    """Score every open lead with the champion model, decide handoffs and write the batch atomically.
+
+    A partitioned data directory is scored partition by partition (with --cluster on Dask) and the batch is
+    the one the single-machine path writes; its --out may also be a directory (part-NNNNN.parquet files).
+    """
+    from features.partitioned import is_partitioned
+
+    explicit = cluster is not None
+    cluster = _cluster(cluster)
+    partitioned = is_partitioned(data)
+    if cluster is not None and not partitioned and not explicit:
+        cluster = None  # LEADSCORE_DASK_ADDRESS alone: plain data is scored on this machine, as before
+    if cluster is not None and not partitioned:
+        raise typer.BadParameter(
+            f"{data} is not partitioned: --cluster needs a partitioned data directory "
+            "(leadscore generate/import --partitions N)",
+            param_hint="--cluster",
+        )
+    if out is not None and out.suffix not in (".parquet", ".csv") and not partitioned:
         raise typer.BadParameter("export as .parquet or .csv", param_hint="--out")
+    if partitioned and backfill:
+        raise typer.BadParameter("not supported on a partitioned data directory yet", param_hint="--backfill")
     from pipelines.settings import get_settings
 
     settings = get_settings()
@@ -126,6 +153,7 @@ def score(
                     as_of=as_of,
                     out=out,
                     backfill_weeks=backfill,
+                    cluster=cluster,
                 ),
             )
         except (PolicyError, TrackingError, StoreError, LookupError) as exc:
