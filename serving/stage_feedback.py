@@ -3,14 +3,17 @@
 Many CRMs never call ``POST /v1/feedback``, but their stage history says what sales did with a lead: a
 handed-off lead that sales qualified moves on to the *accept stage* (``sql`` by default) or any later stage
 of the funnel that is not a negative close; one sales threw back is closed negatively (``disqualified``,
-``lost``). For each handoff without feedback, the first such stage entry after the handoff and within
-``within_days`` decides:
+``lost``). For each handoff without feedback whose lead was still before the accept stage (and open) when it
+was handed off, the first such stage entry after the handoff and within ``within_days`` decides:
 
 - an entry into the accept stage, a later stage of ``stages.order`` or the conversion stage: ``accepted``,
   recorded at that entry's time;
 - an entry into a negative terminal stage (``stages.closed_negative``) first: ``rejected`` with reason code
   ``crm_<stage>`` (e.g. ``crm_disqualified``), recorded at that entry's time;
 - neither within the window (or not yet observed): no verdict; the handoff stays without feedback.
+
+A lead already at the accept stage or later (or closed) at the handoff gets no verdict: it was sales' already,
+and a later close (a lost deal) is not sales turning the lead down.
 
 Feedback already recorded (from the CRM through the API) is never overwritten; running this again stores
 nothing new for handoffs that have a verdict. The verdicts are stored in one transaction.
@@ -101,7 +104,11 @@ def derive_verdicts(
     columns = ["lead_id", "handoff_id", "outcome", "reason_code", "text", "recorded_at"]
     if handoffs.empty or deciding.empty:
         return pd.DataFrame(columns=columns)
-    pairs = handoffs[["handoff_id", "lead_id", "handed_off_at"]].merge(deciding, on="lead_id", how="inner")
+    # A lead already at the accept stage or later (or closed) when it was handed off is in sales' hands, not a
+    # lead sales still had to judge: its later entries (e.g. a lost deal) say nothing about the handoff.
+    already = _stage_at_handoff(handoffs, stage_history, stages)
+    judged = handoffs.loc[~already.isin([*accepting, *stages.closed_negative]).to_numpy()]
+    pairs = judged[["handoff_id", "lead_id", "handed_off_at"]].merge(deciding, on="lead_id", how="inner")
     window = pd.Timedelta(days=within_days)
     in_window = (pairs["entered_at"] > pairs["handed_off_at"]) & (
         pairs["entered_at"] <= pairs["handed_off_at"] + window
@@ -124,6 +131,20 @@ def derive_verdicts(
             "recorded_at": first["entered_at"].to_numpy(),
         }
     ).reset_index(drop=True)
+
+
+def _stage_at_handoff(handoffs: pd.DataFrame, stage_history: pd.DataFrame, stages: StageSpec) -> pd.Series:
+    """Each handoff's lead stage at the handoff: its last entry at or before ``handed_off_at`` (NA: none)."""
+    if handoffs.empty or stage_history.empty:
+        return pd.Series(pd.NA, index=handoffs.index, dtype="object")
+    left = handoffs[["handoff_id", "lead_id", "handed_off_at"]].reset_index().sort_values("handed_off_at")
+    right = stage_history[["lead_id", "stage", "entered_at"]].sort_values("entered_at")
+    left["handed_off_at"] = left["handed_off_at"].astype("datetime64[us, UTC]")
+    right = right.assign(entered_at=right["entered_at"].astype("datetime64[us, UTC]"))
+    merged = pd.merge_asof(
+        left, right, left_on="handed_off_at", right_on="entered_at", by="lead_id", direction="backward"
+    )
+    return merged.set_index("index")["stage"].reindex(handoffs.index).astype("object")
 
 
 def record_stage_feedback(

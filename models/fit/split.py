@@ -205,7 +205,7 @@ def _readiness_split(df: pd.DataFrame, config: TrainConfig, horizon: int) -> Tas
             f"observed; {n_censored} newer rows are censored). Test takes {_describe_dates(test_dates)}, "
             f"validation {_describe_dates(valid_dates)} at least {gap} days earlier, and training needs "
             f"dates at least {gap} days before validation. Provide a longer history (more snapshot dates), "
-            "a shorter horizon, or smaller split.test_weeks/valid_weeks (fractions)."
+            "a shorter horizon, or smaller train.split.test_weeks/valid_weeks (or test_fraction/valid_fraction)."
         )
 
     def rows(part_dates: pd.DatetimeIndex) -> pd.DataFrame:

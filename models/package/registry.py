@@ -438,6 +438,15 @@ class ModelRegistry:
         same_rows = True
         if champion is None:
             passed.append("no champion yet: the first model becomes champion")
+            if policy.beat_best_baseline:  # said, not enforced: with no champion there is nothing else to serve
+                logged = baselines if baselines is not None else _baseline_metrics(run_metrics)
+                versus = compare_with_baselines(value, logged, metric=metric, higher_is_better=higher)
+                if versus is not None:
+                    passed.append(
+                        versus.text
+                        if versus.passed
+                        else f"WARNING {versus.text}: a baseline does better; the next challenger must beat it"
+                    )
         else:
             champion_version = int(champion.version)
             champion_model = self.load(champion_version)

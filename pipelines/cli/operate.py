@@ -272,9 +272,10 @@ def feedback(
 
 @app.command()
 def run(
-    workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo data and outputs go.")] = Path(
-        ".leadscore/demo"
-    ),
+    workdir: Annotated[
+        Path | None,
+        typer.Option("--workdir", help="Where the demo data and outputs go (default: LEADSCORE_HOME/demo)."),
+    ] = None,
     leads: Annotated[int, typer.Option("--leads", min=1, help="Leads to simulate if no data exists.")] = 20_000,
     seed: Annotated[int, typer.Option("--seed")] = 7,
     data: Annotated[
@@ -287,6 +288,10 @@ def run(
 ) -> None:
     """The main job, end to end: (simulate) -> validate -> features -> train -> promote -> score -> feedback
     (from the stage history) -> report."""
+    if workdir is None:
+        from pipelines.settings import get_settings
+
+        workdir = get_settings().home / "demo"  # as given (relative stays relative), like the other outputs
     data_dir = data or workdir / "data"
     if data is None and not (data_dir / "contract.yaml").exists():
         generate(out=data_dir, leads=leads, seed=seed, fmt="parquet", drift_after=None)
@@ -433,6 +438,10 @@ def serve(
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     settings = get_settings()
     with user_errors():
+        if data is not None:  # checked here: the app would only find out at startup, inside uvicorn's lifespan
+            from features.contract import Contract
+
+            Contract.load(data)
         config = ServiceConfig(
             tracking_uri=settings.tracking_uri,
             model_name=settings.model_name,

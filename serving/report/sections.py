@@ -210,6 +210,7 @@ class ReasonRow:
 @dataclass
 class HandoffSection:
     n_handoffs: int
+    n_leads_handed: int  # distinct leads among the handoffs (a lead may be handed off again after its cool-down)
     weeks: list[WeekRow]
     weeks_complete: bool  # False: weeks without handoffs are left out of ``weeks``
     capacity: int | None
@@ -273,6 +274,7 @@ def handoff_section(inputs: ReportInputs) -> HandoffSection:
     source = inputs.source_column
     return HandoffSection(
         n_handoffs=len(handoffs),
+        n_leads_handed=int(handoffs["lead_id"].nunique()) if len(handoffs) else 0,
         weeks=weeks,
         weeks_complete=weeks_complete,
         capacity=capacity,
@@ -615,7 +617,10 @@ def summary_sentences(
             f"({handoff.feedback_coverage.k:,} of {handoff.n_handoffs:,} handoffs have feedback)."
         )
     else:
-        out.append(f"{handoff.n_handoffs:,} leads were handed off to sales; no feedback has been recorded yet.")
+        out.append(
+            f"{handoff.n_handoffs:,} handoffs of {handoff.n_leads_handed:,} distinct leads went to sales; "
+            "no feedback has been recorded yet."
+        )
     if handoff.converted_handed is not None and handoff.converted_handed.n:
         out.append(
             f"Of {handoff.converted_handed.n:,} leads that converted, {handoff.converted_handed.k:,} "

@@ -24,9 +24,9 @@ def _days(n: float) -> pd.Timestamp:
 def test_verdicts_follow_the_first_deciding_stage_entry_in_the_window() -> None:
     handoffs = pd.DataFrame(
         {
-            "handoff_id": ["h1", "h2", "h3", "h4", "h5", "h6", "h7"],
-            "lead_id": ["A", "B", "C", "D", "E", "F", "G"],
-            "handed_off_at": [T] * 7,
+            "handoff_id": ["h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8"],
+            "lead_id": ["A", "B", "C", "D", "E", "F", "G", "H"],
+            "handed_off_at": [T] * 8,
         }
     )
     stages = pd.DataFrame(
@@ -41,11 +41,13 @@ def test_verdicts_follow_the_first_deciding_stage_entry_in_the_window() -> None:
             ("F", "lost", _days(1)),
             ("F", "sql", _days(1)),  # same instant: the acceptance wins
             ("G", "won", _days(6)),
+            ("H", "opportunity", _days(-3)),  # already sales' at the handoff: its loss is no rejection
+            ("H", "lost", _days(5)),
         ],
         columns=["lead_id", "stage", "entered_at"],
     )
     got = derive_verdicts(handoffs, stages, STAGES).set_index("handoff_id")
-    assert sorted(got.index) == ["h1", "h2", "h5", "h6", "h7"]  # C and D undecided
+    assert sorted(got.index) == ["h1", "h2", "h5", "h6", "h7"]  # C (at sql already), D and H undecided
     assert got.loc["h1", "outcome"] == "accepted" and got.loc["h1", "recorded_at"] == _days(3)
     assert got.loc["h1", "text"] == "from the CRM stage history: entered sql"
     assert (got.loc["h2", "outcome"], got.loc["h2", "reason_code"]) == ("rejected", "crm_disqualified")

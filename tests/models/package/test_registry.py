@@ -167,8 +167,11 @@ def test_no_signal_model_is_never_promoted_not_even_the_first(
 def test_challenger_must_beat_the_best_baseline(
     mlflow_target: TrackingTarget, toy_data: ToyData, models, registry: ModelRegistry
 ) -> None:
-    log(mlflow_target, toy_data, models["good"], registry)
-    registry.promote_if_better()
+    first = log(mlflow_target, toy_data, models["good"], registry)
+    # the first model becomes champion even below a baseline (nothing else to serve), and the reason says so
+    own = toy_data.evaluator()(models["good"], toy_data.test_rows)["pr_auc"]
+    crowned = registry.promote_if_better(first, baselines={"hgb": {"pr_auc": own + 0.01}})
+    assert crowned.promoted and "WARNING pr_auc" in crowned.reason and "the best baseline 'hgb'" in crowned.reason
     better = log(mlflow_target, toy_data, models["best"], registry)
     evaluate = toy_data.evaluator()
     value = evaluate(models["best"], toy_data.test_rows)["pr_auc"]
