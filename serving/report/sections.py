@@ -72,6 +72,18 @@ class GradesSection:
     test_ece: float | None = None
     auc: Estimate | None = None
 
+    def out_of_order(self, min_leads: int = 100) -> list[tuple[str, str]]:
+        """Neighbouring grades (better, worse), each with at least ``min_leads`` scores, where the better grade
+        converted at no higher a rate than the worse one: those grades do not separate leads."""
+        rows = [r for r in self.grades if r.conversion.n >= min_leads and r.conversion.value is not None]
+        return [
+            (hi.grade, lo.grade)
+            for hi, lo in zip(rows, rows[1:], strict=False)
+            if lo.conversion.value is not None
+            and hi.conversion.value is not None
+            and hi.conversion.value <= lo.conversion.value
+        ]
+
 
 def grades_section(inputs: ReportInputs) -> GradesSection:
     horizon = inputs.model.horizon_days
@@ -605,9 +617,17 @@ def summary_sentences(
     if a is not None and a.n and low is not None:
         label = {"served": "served scores", "test": "the champion's test set (no served score has matured yet)"}
         low_grade = "D" if by_grade.get("D") is low else "C"
+        disorder = grades.out_of_order()
+        warning = (
+            " but "
+            + ", ".join(f"grade {hi} converted no better than {lo}" for hi, lo in disorder)
+            + ": those grades do not separate leads (see section 2)"
+            if disorder
+            else ""
+        )
         out.append(
             f"Grade A leads converted within {grades.horizon_days} days at {rate_text(a)} vs "
-            f"{_pct(low.value)} for grade {low_grade}, on {label[grades.source]}."
+            f"{_pct(low.value)} for grade {low_grade}, on {label[grades.source]}{warning}."
         )
     else:
         out.append(f"Conversion per grade is not measurable yet: {grades.missing}")

@@ -235,3 +235,23 @@ def test_summary_has_five_sentences_from_the_numbers() -> None:
     assert f"{100 * (a.value or 0):.1f} %" in s.summary[0]
     assert "50 %" in s.summary[1] and "100 of 200" in s.summary[1]
     assert "f2" in s.summary[4]
+
+
+def test_grades_out_of_order_are_named_in_section_2_and_the_summary() -> None:
+    rows = [
+        sections.GradeRow("A", proportion(60, 1000), 0.06),
+        sections.GradeRow("B", proportion(6, 1000), 0.01),  # 0.6 % (0.3-1.3 %)
+        sections.GradeRow("C", proportion(16, 2000), 0.008),  # 0.8 %: above B
+        sections.GradeRow("D", proportion(10, 2000), 0.004),
+    ]
+    grades = sections.GradesSection(source="served", horizon_days=90, grades=rows)
+    assert grades.out_of_order() == [("B", "C")]
+    in_order = sections.GradesSection(source="served", horizon_days=90, grades=[rows[0], rows[3]])
+    assert in_order.out_of_order() == []
+    few = [sections.GradeRow("A", proportion(0, 50), None), sections.GradeRow("B", proportion(1, 50), None)]
+    assert sections.GradesSection(source="served", horizon_days=90, grades=few).out_of_order() == []  # too few
+    inputs = f.inputs()
+    html, built = build_report(inputs)
+    assert "Grades out of order" not in html  # the factory's grades separate
+    summary = sections.summary_sentences(grades, built.handoff, built.conversions, built.drift, built.card)
+    assert "grade B converted no better than C: those grades do not separate leads" in summary[0]
