@@ -7,6 +7,7 @@ HTML here: :mod:`serving.report.render` turns these into the page.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +79,7 @@ class GradesSection:
         rows = [r for r in self.grades if r.conversion.n >= min_leads and r.conversion.value is not None]
         return [
             (hi.grade, lo.grade)
-            for hi, lo in zip(rows, rows[1:], strict=False)
+            for hi, lo in itertools.pairwise(rows)
             if lo.conversion.value is not None
             and hi.conversion.value is not None
             and hi.conversion.value <= lo.conversion.value
