@@ -31,7 +31,7 @@ from features.history import ProspectHistory
 from models.fit.scoring import ScoringModel
 from serving.policy import GRADES, HandoffPolicy, policy_summary
 from serving.scored import ScoredLeads
-from serving.service import DEFAULT_EXPLAIN_GRADES, EXPLAIN_TOP, ScoringService, default_as_of
+from serving.service import DEFAULT_EXPLAIN_GRADES, EXPLAIN_TOP, ScoringService, batch_as_of, default_as_of
 
 if TYPE_CHECKING:
     from serving.stores import BatchInfo, ScoreRecord, ScoreStore
@@ -104,11 +104,7 @@ def score_batch(
     now = (scored_at or datetime.now(UTC)).astimezone(UTC)
     service = ScoringService(model, model_info, policy, store, explain_grades=explain_grades)
     policy.check_against_contract(history.contract)
-    if as_of is None:
-        ts = default_as_of(history.span[1] if len(history.leads) else None, now)
-    else:
-        ts = pd.Timestamp(as_of)
-        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    ts = batch_as_of(as_of, history.span[1] if len(history.leads) else None, now)
 
     step(f"building features as of {ts.isoformat()}")
     t = time.perf_counter()

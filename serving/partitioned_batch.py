@@ -66,7 +66,7 @@ from models.fit.scoring import ScoringModel
 from serving.batch import BatchSummary, Progress, write_scored_batch
 from serving.policy import HandoffPolicy
 from serving.scored import ScoredLeads
-from serving.service import DEFAULT_EXPLAIN_GRADES, EXPLAIN_TOP, ScoringService, default_as_of
+from serving.service import DEFAULT_EXPLAIN_GRADES, EXPLAIN_TOP, ScoringService, batch_as_of
 
 if TYPE_CHECKING:
     from serving.stores import ScoreStore
@@ -244,11 +244,7 @@ def score_partitioned_batch(
     timings["validate"] = time.perf_counter() - t
     if data_end is None:
         raise ValueError(f"{data_dir}: no valid lead in any partition; see {quarantine}")
-    if as_of is None:
-        ts = default_as_of(data_end, decided_at)
-    else:
-        ts = pd.Timestamp(as_of)
-        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    ts = batch_as_of(as_of, data_end, decided_at)
 
     step(f"features and scores as of {ts.isoformat()}, {len(filled)} partitions")
     t = time.perf_counter()

@@ -108,6 +108,16 @@ def default_as_of(data_end: pd.Timestamp | datetime | None, now: datetime | None
     return current.floor("min")
 
 
+def batch_as_of(
+    as_of: pd.Timestamp | datetime | str | None, data_end: pd.Timestamp | datetime | None, now: datetime
+) -> pd.Timestamp:
+    """A batch's feature time: ``as_of`` in UTC (naive = UTC), else :func:`default_as_of` of the data end."""
+    if as_of is None:
+        return default_as_of(data_end, now)
+    ts = pd.Timestamp(as_of)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 def _as_of_timestamp(as_of: pd.Timestamp | datetime | str) -> pd.Timestamp:
     ts = pd.Timestamp(as_of)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

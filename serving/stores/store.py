@@ -450,14 +450,7 @@ class ScoreStore:
             UnknownHandoffError: no such handoff for this lead.
             FeedbackConflictError: different feedback is already recorded for this handoff.
         """
-        import re
-
-        if outcome not in FEEDBACK_OUTCOMES:
-            raise ValueError(f"outcome must be one of {list(FEEDBACK_OUTCOMES)}, got {outcome!r}")
-        if reason_code is not None and not re.match(REASON_CODE_PATTERN, reason_code):
-            raise ValueError(f"reason_code must match {REASON_CODE_PATTERN}, got {reason_code!r}")
-        if text is not None and len(text) > MAX_FEEDBACK_TEXT:
-            raise ValueError(f"text is {len(text)} characters; at most {MAX_FEEDBACK_TEXT} are kept")
+        _check_feedback(outcome, reason_code, text)
         when = require_aware(recorded_at or datetime.now(UTC), "recorded_at")
         wanted = {"outcome": outcome, "reason_code": reason_code, "text": text}
         values: dict[str, Any] = {"lead_id": lead_id, "handoff_id": handoff_id, "recorded_at": when, **wanted}
@@ -539,15 +532,6 @@ class ScoreStore:
         Raises:
             ValueError: an invalid outcome or reason code, or a handoff that is not the lead's (nothing stored).
         """
-        import re
-
-        bad = verdicts.loc[~verdicts["outcome"].isin(FEEDBACK_OUTCOMES)]
-        if len(bad):
-            raise ValueError(f"outcome must be one of {list(FEEDBACK_OUTCOMES)}, got {bad['outcome'].iloc[0]!r}")
-        codes = verdicts["reason_code"].dropna()
-        wrong = [c for c in codes.unique() if not re.match(REASON_CODE_PATTERN, str(c))]
-        if wrong:
-            raise ValueError(f"reason_code must match {REASON_CODE_PATTERN}, got {wrong[0]!r}")
         records = [{str(k): v for k, v in r.items()} for r in verdicts.to_dict("records")]
         rows: list[dict[str, Any]] = [
             {
@@ -555,11 +539,13 @@ class ScoreStore:
                 "handoff_id": str(r["handoff_id"]),
                 "outcome": str(r["outcome"]),
                 "reason_code": None if _missing(r.get("reason_code")) else str(r["reason_code"]),
-                "text": None if _missing(r.get("text")) else str(r["text"])[:MAX_FEEDBACK_TEXT],
+                "text": None if _missing(r.get("text")) else str(r["text"]),
                 "recorded_at": require_aware(pd.Timestamp(r["recorded_at"]).to_pydatetime(), "recorded_at"),
             }
             for r in records
         ]
+        for outcome, reason_code, text in {(r["outcome"], r["reason_code"], r["text"]) for r in rows}:
+            _check_feedback(outcome, reason_code, text)  # the checks of record_feedback, once per distinct value
         if not rows:
             return 0
         h, f = handoffs_table, feedback_table
@@ -636,3 +622,14 @@ class ScoreStore:
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _check_feedback(outcome: str, reason_code: str | None, text: str | None) -> None:
+    import re
+
+    if outcome not in FEEDBACK_OUTCOMES:
+        raise ValueError(f"outcome must be one of {list(FEEDBACK_OUTCOMES)}, got {outcome!r}")
+    if reason_code is not None and not re.match(REASON_CODE_PATTERN, reason_code):
+        raise ValueError(f"reason_code must match {REASON_CODE_PATTERN}, got {reason_code!r}")
+    if text is not None and len(text) > MAX_FEEDBACK_TEXT:
+        raise ValueError(f"text is {len(text)} characters; at most {MAX_FEEDBACK_TEXT} are kept")

@@ -19,8 +19,9 @@ import pytest
 from typer.testing import CliRunner
 
 import features.io
-from features.contract import AttributeSpec, Contract, ContractError
+from features.contract import ContractError
 from features.validation import ValidationResult, load_history, write_quarantine
+from tests.features.test_validation import make_contract
 
 NOW = pd.Timestamp("2025-01-01T00:00Z")
 
@@ -48,17 +49,7 @@ L1,won,2024-03-01T00:00:00Z
 CLEAN = {"leads": (4, 4, 0), "activities": (6, 6, 0), "stage_history": (5, 5, 0)}
 
 
-def contract(**overrides: object) -> Contract:
-    fields: dict[str, object] = {
-        "activity_types": ["email_open", "web_visit", "form_submit"],
-        "topics": ["pricing", "product"],
-        "attributes": [
-            AttributeSpec(name="industry", kind="categorical"),
-            AttributeSpec(name="employees", kind="numeric"),
-        ],
-    }
-    fields.update(overrides)
-    return Contract.model_validate(fields)
+contract = make_contract  # the contract the validation tests use (industry, employees; three activity types)
 
 
 def write_data(root: Path, **contract_overrides: object) -> Path:
