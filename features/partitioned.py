@@ -48,6 +48,7 @@ from features.build import build_features, feature_spec
 from features.config import FeatureConfig
 from features.contract import TABLES, Contract
 from features.errors import ContractError
+from features.history import ProspectHistory
 from features.io import atomic_write_text, find_table
 from features.quarantine import TableReport, ValidationReport, empty_table_warnings, write_quarantine
 from features.snapshots import configured_snapshot_grid, parse_as_of
@@ -487,6 +488,41 @@ class _BuildCall:
 # -- reading partitioned feature tables --------------------------------------------------------------------
 
 
+def load_partitioned_history(
+    data_dir: str | Path, *, max_leads: int | None = None, now: pd.Timestamp | None = None
+) -> ProspectHistory:
+    """The validated history of the first partitions of ``data_dir`` holding at least ``max_leads`` leads (all).
+
+    Leads are assigned to partitions by a hash of their id, so the first partitions are a random sample of
+    the leads, each with its whole history: what a whole-history step (the effect estimates, rebuilding
+    the champion's features) can use when the whole data set does not fit one machine. Rejected rows
+    are dropped here (the feature build has already quarantined them).
+    """
+    data_dir = Path(data_dir)
+    layout = PartitionedLayout.read(data_dir)
+    contract = Contract.load(data_dir)
+    now_ts = pd.Timestamp.now(tz="UTC").floor("s") if now is None else pd.Timestamp(now)
+    tables: dict[str, list[pd.DataFrame]] = {"leads": [], "activities": [], "stage_history": []}
+    n_leads = 0
+    for part_dir in layout.parts:
+        history = load_history(part_dir, contract, now=now_ts).history
+        for name, frames in tables.items():
+            frames.append(getattr(history, name))
+        n_leads += len(history.leads)
+        if max_leads is not None and n_leads >= max_leads:
+            break
+    return ProspectHistory(
+        contract=contract, **{name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()}
+    )
+
+
+def load_any_history(data_dir: str | Path) -> ProspectHistory:
+    """The validated history of a plain or a partitioned data directory (every partition, on this machine)."""
+    if is_partitioned(data_dir):
+        return load_partitioned_history(data_dir)
+    return load_history(data_dir).history
+
+
 def feature_parts(features_dir: str | Path) -> list[Path]:
     """The ``part-NNNNN.parquet`` files of a partitioned feature table, in partition order."""
     features_dir = Path(features_dir)
@@ -519,6 +555,8 @@ __all__ = [
     "build_partitioned_features",
     "feature_parts",
     "is_partitioned",
+    "load_any_history",
+    "load_partitioned_history",
     "merge_reports",
     "partition_data_dir",
     "partition_of",

@@ -107,16 +107,25 @@ def _common(ctx: DeployContext) -> dict[str, Any]:
     }
 
 
+def _cluster(ctx: DeployContext) -> dict[str, Any]:
+    """``cluster`` = ``LEADSCORE_DASK_ADDRESS`` for a partitioned DATA (plain data stays on the worker's machine)."""
+    from features.partitioned import is_partitioned
+
+    address = ctx.settings.dask_address
+    return {"cluster": address} if address and is_partitioned(ctx.data_dir) else {}
+
+
 def score_batch_parameters(ctx: DeployContext) -> dict[str, Any]:
     """``score-batch``: every open lead of DATA scored by the champion, written to the score store."""
     settings = ctx.settings
-    return {**_common(ctx), "store_url": settings.score_store_url, "alias": settings.champion_alias}
+    return {**_common(ctx), "store_url": settings.score_store_url, "alias": settings.champion_alias, **_cluster(ctx)}
 
 
 def train_parameters(ctx: DeployContext) -> dict[str, Any]:
     """``train``: retrain on DATA with the modelling config; promotion under the guardrails."""
     return {
         **_common(ctx),
+        **_cluster(ctx),
         "work_dir": str(ctx.settings.home_dir / "work"),
         "config": ctx.config,
         "experiment": ctx.settings.experiment_name,

@@ -11,7 +11,7 @@ by value (cloudpickle), which keeps only the globals the code uses. String annot
 objects travel with the function. tests/pipelines/test_flow_parameters.py guards this.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,8 +23,8 @@ from features import build as feature_build
 from features import single_snapshot, snapshots, validation
 from features.config import FeatureConfig
 from features.history import ProspectHistory
+from features.partitioned import load_any_history
 from features.spec import FeatureSpec, read_feature_table, write_feature_table
-from features.validation import ValidationReport
 from models.config import TrainConfig
 from models.fit import training
 from models.fit.readiness import ReadinessModel
@@ -33,24 +33,15 @@ from models.package import promotion
 from models.package.registry import ModelRegistry, PromotionDecision
 from models.package.tracking import TrackingTarget, TrainingRun, configure_mlflow, log_training_result
 from pipelines.config import ProjectConfig
-
-
-def _retry_on_os_error(task: Any, task_run: Any, state: Any) -> bool:
-    try:
-        state.result(raise_on_failure=True)
-    except OSError:
-        return True
-    except Exception:
-        return False
-    return False
-
-
-IO_TASK: dict[str, Any] = {
-    "retries": 2,
-    "retry_delay_seconds": 1,
-    "retry_condition_fn": _retry_on_os_error,
-    "cache_policy": NO_CACHE,
-}
+from pipelines.flow_parts import IO_TASK, BuildFeaturesSummary
+from pipelines.partitioned import (
+    build_partitioned_features_flow,
+    cluster_client,
+    is_partitioned,
+    load_partitioned_sample,
+    score_and_write_partitioned_batch,
+    split_partitioned_snapshots,
+)
 
 
 @task(name="load_history", **IO_TASK)
@@ -86,22 +77,6 @@ def build_single_snapshot_features(history: ProspectHistory, config: FeatureConf
 @task(name="write_features", **IO_TASK)
 def write_features(frame: pd.DataFrame, spec: FeatureSpec, out: Path) -> Path:
     return write_feature_table(frame, spec, out)
-
-
-@dataclass
-class BuildFeaturesSummary:
-    """What ``build-features`` did, for the CLI and for callers."""
-
-    out: Path
-    rows: int
-    snapshots: int
-    first_as_of: str | None
-    last_as_of: str | None
-    n_features: int
-    positives: int
-    quarantine_dir: Path
-    quarantine_files: dict[str, Path] = field(default_factory=dict)
-    validation: ValidationReport | None = None
 
 
 def default_quarantine_dir(out: Path) -> Path:
@@ -151,58 +126,16 @@ def build_features_flow(
     )
 
 
-@task(name="build_partitioned_features", cache_policy=NO_CACHE)
-def build_partitioned_features(
-    data_dir: Path,
-    out: Path,
-    config: FeatureConfig,
-    as_of: list[str] | None,
-    quarantine_dir: Path | None,
-    cluster: str | None,
-) -> Any:
-    from features.partitioned import build_partitioned_features as build
-
-    if cluster is None:
-        return build(data_dir, out, config, as_of, quarantine_dir=quarantine_dir)
-    from features.distributed import dask_mapper
-    from pipelines.dask_runner import open_cluster
-
-    with open_cluster(cluster) as client:
-        return build(data_dir, out, config, as_of, quarantine_dir=quarantine_dir, mapper=dask_mapper(client))
-
-
-@flow(name="build-partitioned-features")
-def build_partitioned_features_flow(
-    data_dir: Path,
-    out: Path,
-    config: FeatureConfig | None = None,
-    as_of: list[str] | None = None,
-    quarantine_dir: Path | None = None,
-    cluster: str | None = None,
-) -> BuildFeaturesSummary:
-    """A partitioned data directory -> validate and build each partition (on ``cluster`` if given) ->
-    partitioned Parquet in ``out`` (one ``part-NNNNN.parquet`` a partition; see features/partitioned.py)."""
-    config = config or FeatureConfig()
-    summary: Any = build_partitioned_features(data_dir, out, config, as_of, quarantine_dir, cluster)
-    dates = summary.dates
-    return BuildFeaturesSummary(
-        out=summary.out,
-        rows=summary.rows,
-        snapshots=len(dates),
-        first_as_of=str(dates.min().date()) if len(dates) else None,
-        last_as_of=str(dates.max().date()) if len(dates) else None,
-        n_features=len(summary.spec.features),
-        positives=summary.positives,
-        quarantine_dir=summary.quarantine_dir,
-        validation=summary.validation,
-    )
-
-
 # -- train ------------------------------------------------------------------------------------
 
 
 @task(name="read_features", **IO_TASK)
 def read_features(path: Path) -> tuple[pd.DataFrame, FeatureSpec]:
+    """A feature table: one Parquet file, or a directory of partitions read as one table."""
+    if path.is_dir():
+        from features.partitioned import read_partitioned_features
+
+        return read_partitioned_features(path)
     return read_feature_table(path)
 
 
@@ -272,7 +205,7 @@ def promote_model(
     return registry.promote_if_better(
         run.version,
         primary_metric=result.config.primary_metric,
-        evaluate=promotion.current_data_evaluator(result, lambda: validation.load_history(data_dir).history),
+        evaluate=promotion.current_data_evaluator(result, lambda: load_any_history(data_dir)),
         policy=result.config.promotion,
         signal=signal,
         baselines=promotion.training_baselines(result),
@@ -287,7 +220,10 @@ def estimate_effects(data_dir: Path, config: FeatureConfig) -> pd.DataFrame | No
     from models.explain.effects import ActionSpec, estimate_training_effects
     from serving.policy import load_policy
 
-    history = validation.load_history(data_dir).history
+    # On partitioned data: the leads of the first partitions (a hash sample of the leads).
+    history = (
+        load_partitioned_sample(data_dir) if is_partitioned(data_dir) else validation.load_history(data_dir).history
+    )
     actions = [ActionSpec(a.name, a.activity_type) for a in load_policy().next_best_actions]
     return estimate_training_effects(history, actions, config)
 
@@ -315,21 +251,45 @@ def train_flow(
     experiment: str = "leadscore",
     model_name: str = "leadscore",
     force: bool = False,
+    cluster: str | None = None,
 ) -> TrainSummary:
     """features -> split -> readiness (+ calibration), stage, baselines -> evaluate -> log + register -> promote.
 
     Promotion runs under the guardrails (``promotion:`` in the config); ``force`` promotes despite them.
+    A partitioned data directory gets partitioned features (``work_dir/features/``); with ``cluster``
+    (``tcp://...`` or ``local[:N]``) they are built and the boosters trained on Dask
+    (:mod:`models.fit.distributed`), without it the partitions are built here and read as one table.
     The summary's ``decision.guardrail`` names the one that kept the champion (None when promoted).
     """
     config = config or ProjectConfig()  # None (e.g. a scheduled deployment): the shipped defaults
-    features_summary = build_features_flow(data_dir, work_dir / "features.parquet", config=config.features)
-    frame, spec = read_features(features_summary.out)
-    prep = split_snapshots(frame, spec, config.train)
-    # cast: Prefect's Task.__call__ overloads make mypy infer a coroutine for this sync task
-    readiness = cast(ReadinessModel, train_readiness(prep))
-    stage = train_stage(prep)
-    baselines = train_baselines(prep, readiness)
-    result = evaluate_models(prep, readiness, stage, baselines)
+    partitioned = is_partitioned(data_dir)
+    if cluster is not None and not partitioned:
+        raise ValueError(
+            f"{data_dir} is not partitioned: --cluster needs a partitioned data directory "
+            "(leadscore generate/import --partitions N)"
+        )
+    if partitioned:
+        features_summary = build_partitioned_features_flow(
+            data_dir, work_dir / "features", config=config.features, cluster=cluster
+        )
+    else:
+        features_summary = build_features_flow(data_dir, work_dir / "features.parquet", config=config.features)
+    if cluster is not None:
+        # The training rows stay on the cluster (models/fit/distributed.py); evaluation runs here.
+        with cluster_client(cluster) as client:
+            prep = split_partitioned_snapshots(client, features_summary.out, config.train)
+            readiness = cast(ReadinessModel, train_readiness(prep))
+            stage = train_stage(prep)
+            baselines = train_baselines(prep, readiness)
+            result = evaluate_models(prep, readiness, stage, baselines)  # pulls the drift reference rows
+    else:
+        frame, spec = read_features(features_summary.out)
+        prep = split_snapshots(frame, spec, config.train)
+        # cast: Prefect's Task.__call__ overloads make mypy infer a coroutine for this sync task
+        readiness = cast(ReadinessModel, train_readiness(prep))
+        stage = train_stage(prep)
+        baselines = train_baselines(prep, readiness)
+        result = evaluate_models(prep, readiness, stage, baselines)
     # attached to the one scoring model: serving's next-best actions need nothing else
     result.model.effects = estimate_effects(data_dir, config.features)
     target = connect_tracking(tracking_uri, artifact_root)
@@ -407,36 +367,6 @@ def score_and_write_batch(
         return score_batch(history, model, model_info, policy, store, as_of=when, out=out)
     finally:
         store.close()
-
-
-@task(name="score_and_write_partitioned_batch", cache_policy=NO_CACHE)
-def score_and_write_partitioned_batch(
-    data_dir: Path,
-    model: Any,
-    model_info: Any,
-    policy_path: Path | None,
-    store_url: str,
-    as_of: str | None,
-    out: Path | None,
-    cluster: str | None,
-) -> Any:
-    # Not retried either (see score_and_write_batch); the partition tasks on Dask have their own retries.
-    from serving.partitioned_batch import score_partitioned_batch
-    from serving.policy import load_policy
-    from serving.stores import ScoreStore
-
-    policy = load_policy(policy_path)
-    when = snapshots.parse_as_of([as_of])[0] if as_of else None
-    with ScoreStore(store_url) as store:
-        if cluster is None:
-            return score_partitioned_batch(data_dir, model, model_info, policy, store, as_of=when, out=out)
-        from pipelines.dask_runner import DaskPartitionRunner, open_cluster
-
-        with open_cluster(cluster) as client:
-            runner = DaskPartitionRunner(client)
-            return score_partitioned_batch(
-                data_dir, model, model_info, policy, store, as_of=when, out=out, runner=runner
-            )
 
 
 @flow(name="score-batch")

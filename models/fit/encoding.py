@@ -52,6 +52,30 @@ def _to_float(value: Any, name: str) -> float:
         raise ValueError(f"feature '{name}' must be numeric, got {value!r}") from exc
 
 
+def category_counts(X: pd.DataFrame, columns: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Rows per category (as text; missing values not counted) of each of ``columns``."""
+    out: dict[str, dict[str, int]] = {}
+    for col in columns:
+        counts: dict[str, int] = {}
+        # Count first (hashed, fast), then key by text: 1 and "1" are the same category.
+        for value, n in X[col].value_counts(dropna=True, sort=False).items():
+            key = str(value)
+            counts[key] = counts.get(key, 0) + int(n)
+        out[col] = counts
+    return out
+
+
+def add_category_counts(
+    total: dict[str, dict[str, int]], more: Mapping[str, Mapping[str, int]]
+) -> dict[str, dict[str, int]]:
+    """``total`` plus ``more``, column by column (in place; returns ``total``)."""
+    for col, counts in more.items():
+        into = total.setdefault(col, {})
+        for key, n in counts.items():
+            into[key] = into.get(key, 0) + int(n)
+    return total
+
+
 class FeatureEncoder(TransformerMixin, BaseEstimator):
     """Categorical codes + numeric values as one float64 matrix (see the module docstring).
 
@@ -77,25 +101,32 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     # -- fitting -------------------------------------------------------------------------------------
     def fit(self, X: pd.DataFrame, y: Any = None) -> FeatureEncoder:
         """Learn the categories of each categorical column from ``X``."""
-        cat, num = list(self.categorical), list(self.numeric)
-        dupes = sorted({c for c in cat + num if (cat + num).count(c) > 1})
-        if dupes:
-            raise ValueError(f"columns listed more than once (or as both categorical and numeric): {dupes}")
+        cat = list(self.categorical)
         if not isinstance(X, pd.DataFrame):
             raise TypeError(f"expected a pandas DataFrame, got {type(X).__name__}")
         # Only the categorical columns are learned from, so a frame of just those is enough.
         missing = [c for c in cat if c not in X.columns]
         if missing:
             raise ValueError(f"input lacks categorical feature columns {missing}")
+        return self.fit_counts(category_counts(X, cat))
+
+    def fit_counts(self, counts: Mapping[str, Mapping[str, int]]) -> FeatureEncoder:
+        """Learn the categories from per-column category counts (:func:`category_counts`, summable over parts).
+
+        ``fit(X)`` is ``fit_counts(category_counts(X, categorical))``: counts of row subsets (e.g. the
+        partitions of a table on a Dask cluster) added up give exactly the encoder of the whole table.
+        """
+        cat, num = list(self.categorical), list(self.numeric)
+        dupes = sorted({c for c in cat + num if (cat + num).count(c) > 1})
+        if dupes:
+            raise ValueError(f"columns listed more than once (or as both categorical and numeric): {dupes}")
+        missing = [c for c in cat if c not in counts]
+        if missing:
+            raise ValueError(f"no category counts for categorical feature columns {missing}")
         self.categories_: dict[str, list[str]] = {}
         for col in cat:
-            counts: dict[str, int] = {}
-            # Count first (hashed, fast), then key by text: 1 and "1" are the same category.
-            for value, n in X[col].value_counts(dropna=True, sort=False).items():
-                key = str(value)
-                counts[key] = counts.get(key, 0) + int(n)
             # Most frequent first, ties by name, so codes do not depend on row order.
-            order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            order = sorted(counts[col].items(), key=lambda kv: (-kv[1], kv[0]))
             kept = [k for k, n in order if n >= self.min_category_count][: self.max_categories]
             self.categories_[col] = kept
         self.feature_names_out_ = [*cat, *num]

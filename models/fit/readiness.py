@@ -191,10 +191,8 @@ class ReadinessModel(ClassifierMixin, BaseEstimator):
             ).fit(X_train)
         enc = self.encoder_
         Xt, Xv = enc.transform(X_train), enc.transform(X_valid)
-        params = dict(self.params or {})
-        params.update(objective="binary", metric="binary_logloss")
-        self.booster_, self.best_iteration_, self.evals_result_ = train_booster(
-            params,
+        booster, best_iteration, evals = train_booster(
+            self.booster_params(),
             Xt,
             y_tr,
             Xv,
@@ -204,6 +202,55 @@ class ReadinessModel(ClassifierMixin, BaseEstimator):
             num_boost_round=self.num_boost_round,
             early_stopping_rounds=self.early_stopping_rounds,
         )
+        return self._calibrate(booster, best_iteration, evals, Xv, y_va, n_train=len(y_tr))
+
+    def booster_params(self) -> dict[str, Any]:
+        """The LightGBM parameters the booster is trained with (``params`` plus objective and metric)."""
+        params = dict(self.params or {})
+        params.update(objective="binary", metric="binary_logloss")
+        return params
+
+    def fit_trained_booster(
+        self,
+        booster: lgb.Booster,
+        best_iteration: int,
+        evals: dict[str, Any],
+        X_valid: pd.DataFrame,
+        y_valid: Any,
+        *,
+        n_train: int,
+    ) -> ReadinessModel:
+        """Finish the fit from a booster trained elsewhere (e.g. on a Dask cluster, :mod:`models.fit.distributed`).
+
+        ``encoder`` must be the fitted encoder the booster was trained on; calibration and the score scale
+        are fitted on ``X_valid`` exactly as :meth:`fit` does.
+        """
+        if self.encoder is None:
+            raise ValueError("fit_trained_booster needs the fitted encoder the booster was trained on (encoder=...)")
+        y_va = binary_target(y_valid, "y_valid")
+        if len(y_va) != len(X_valid):
+            raise ValueError("X_valid and y_valid lengths differ")
+        counts = np.bincount(y_va, minlength=2)
+        if counts.min() < MIN_CALIBRATION_CLASS_COUNT:
+            raise ValueError(
+                f"the calibration (valid) set has {counts[1]} converted and {counts[0]} non-converted rows; at "
+                f"least {MIN_CALIBRATION_CLASS_COUNT} of each are needed"
+            )
+        self.encoder_ = self.encoder
+        return self._calibrate(booster, best_iteration, evals, self.encoder_.transform(X_valid), y_va, n_train=n_train)
+
+    def _calibrate(
+        self,
+        booster: lgb.Booster,
+        best_iteration: int,
+        evals: dict[str, Any],
+        Xv: np.ndarray,
+        y_va: np.ndarray,
+        *,
+        n_train: int,
+    ) -> ReadinessModel:
+        enc = self.encoder_
+        self.booster_, self.best_iteration_, self.evals_result_ = booster, best_iteration, evals
         self.calibration_method_ = self._calibration_method(len(y_va), int(y_va.sum()))
         self.calibrator_ = CalibratedClassifierCV(
             FrozenEstimator(_MarginClassifier(self.booster_)), method=self.calibration_method_
@@ -218,7 +265,7 @@ class ReadinessModel(ClassifierMixin, BaseEstimator):
             raise ValueError(f"score must be 'percentile' or 'probability', got {self.score!r}")
         self.feature_names_ = list(enc.feature_names_out_)
         self.n_features_in_ = len(self.feature_names_)
-        self.n_train_, self.n_calibration_ = len(y_tr), len(y_va)
+        self.n_train_, self.n_calibration_ = n_train, len(y_va)
         return self
 
     @property

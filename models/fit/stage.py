@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -225,10 +226,8 @@ class StageModel(ClassifierMixin, BaseEstimator):
         valid = None
         if X_valid is not None and y_valid is not None and len(X_valid) > 0:
             valid = (enc.transform(X_valid), self._codes(y_valid, "y_valid"))
-        params = dict(self.params or {})
-        params.update(objective="multiclass", num_class=len(self.labels), metric="multi_logloss")
-        self.booster_, self.best_iteration_, self.evals_result_ = train_booster(
-            params,
+        booster, best_iteration, evals = train_booster(
+            self.booster_params(),
             enc.transform(X_train),
             y_tr,
             valid[0] if valid is not None else None,
@@ -238,7 +237,55 @@ class StageModel(ClassifierMixin, BaseEstimator):
             num_boost_round=self.num_boost_round,
             early_stopping_rounds=self.early_stopping_rounds,
         )
-        self.class_counts_ = dict(zip(self.labels, np.bincount(y_tr, minlength=len(self.labels)).tolist(), strict=True))
+        counts = np.bincount(y_tr, minlength=len(self.labels))
+        return self._finish(booster, best_iteration, evals, counts, X_valid, valid)
+
+    def booster_params(self) -> dict[str, Any]:
+        """The LightGBM parameters the booster is trained with (``params`` plus objective, classes, metric)."""
+        params = dict(self.params or {})
+        params.update(objective="multiclass", num_class=len(self.labels), metric="multi_logloss")
+        return params
+
+    def label_codes(self, y: Any, what: str = "y") -> np.ndarray:
+        """Stage names -> class codes in ``labels`` order (errors name ``what``)."""
+        return self._codes(y, what)
+
+    def fit_trained_booster(
+        self,
+        booster: lgb.Booster,
+        best_iteration: int,
+        evals: dict[str, Any],
+        class_counts: Sequence[int] | np.ndarray,
+        X_valid: pd.DataFrame | None = None,
+        y_valid: Any = None,
+    ) -> StageModel:
+        """Finish the fit from a booster trained elsewhere (e.g. on Dask) on ``class_counts`` rows per label.
+
+        ``encoder`` must be the fitted encoder the booster was trained on; the decision weights are fitted on
+        ``X_valid`` as :meth:`fit` does.
+        """
+        if self.encoder is None:
+            raise ValueError("fit_trained_booster needs the fitted encoder the booster was trained on (encoder=...)")
+        if len(class_counts) != len(self.labels):
+            raise ValueError(f"class_counts has {len(class_counts)} entries for {len(self.labels)} stage labels")
+        self.encoder_ = self.encoder
+        valid = None
+        if X_valid is not None and y_valid is not None and len(X_valid) > 0:
+            valid = (self.encoder_.transform(X_valid), self._codes(y_valid, "y_valid"))
+        return self._finish(booster, best_iteration, evals, np.asarray(class_counts), X_valid, valid)
+
+    def _finish(
+        self,
+        booster: lgb.Booster,
+        best_iteration: int,
+        evals: dict[str, Any],
+        class_counts: np.ndarray,
+        X_valid: pd.DataFrame | None,
+        valid: tuple[np.ndarray, np.ndarray] | None,
+    ) -> StageModel:
+        enc = self.encoder_
+        self.booster_, self.best_iteration_, self.evals_result_ = booster, best_iteration, evals
+        self.class_counts_ = dict(zip(self.labels, [int(c) for c in class_counts], strict=True))
         self.feature_names_ = list(enc.feature_names_out_)
         self.n_features_in_ = len(self.feature_names_)
         if self.decision_rule not in ("macro_f1", "argmax"):

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from typing import Any
@@ -30,6 +30,7 @@ from features.single_snapshot import SINGLE_SNAPSHOT
 from features.spec import FeatureSpec
 from models.config import TrainConfig, load_train_config
 from models.fit.baselines import BaselineModel, fit_baselines
+from models.fit.distributed import DaskFeaturePartitions
 from models.fit.encoding import FeatureEncoder
 from models.fit.readiness import ReadinessModel
 from models.fit.scoring import ScoringModel
@@ -38,7 +39,8 @@ from models.fit.stage import STAGE_TARGET, StageModel
 from models.fit.stratified import stratified_split
 from models.judge import plots
 from models.judge.evaluation import grade_cutoffs_from_config, grade_table, readiness_metrics, stage_metrics
-from models.judge.leakage import LeakageReport, probe_leakage
+from models.judge.leakage import LeakageReport, probe_leakage, stratified_sample
+from models.judge.reference import reference_population
 
 __all__ = [
     "InsufficientDataError",
@@ -49,6 +51,7 @@ __all__ = [
     "fit_readiness",
     "fit_stage",
     "predict_readiness_of",
+    "prepare_partitioned_training",
     "prepare_training",
     "train_models",
 ]
@@ -112,6 +115,9 @@ class TrainingResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: The leakage probe's verdict on every feature (``None`` when ``leakage.enabled`` is false).
     leakage: LeakageReport | None = None
+    #: Trained on a Dask cluster: the split's training frame holds keys only, and these are the training rows
+    #: (with features) the drift reference is drawn from (:func:`drift_reference_source`).
+    reference_source: pd.DataFrame | None = None
 
     @property
     def test_frame(self) -> pd.DataFrame:
@@ -270,6 +276,10 @@ class PreparedTraining:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     leakage: LeakageReport | None = None
+    #: Set when the training rows stay on a Dask cluster (:func:`prepare_partitioned_training`): the split's
+    #: train frames then hold only the keys, and ``client_sample`` the training rows pulled to the client.
+    partitions: DaskFeaturePartitions | None = None
+    client_sample: pd.DataFrame | None = None
 
 
 def _split(features_df: pd.DataFrame, spec: FeatureSpec, config: TrainConfig) -> Split:
@@ -279,7 +289,9 @@ def _split(features_df: pd.DataFrame, spec: FeatureSpec, config: TrainConfig) ->
     return temporal_split(features_df, config, horizon_days=spec.horizon_days)
 
 
-def _probe_leakage(train: pd.DataFrame, spec: FeatureSpec, config: TrainConfig) -> LeakageReport | None:
+def _probe_leakage(
+    train: pd.DataFrame, spec: FeatureSpec, config: TrainConfig, max_rows: int | None = None
+) -> LeakageReport | None:
     """Stop on features that predict the label on their own (unless acknowledged); ``None`` when disabled."""
     lc = config.leakage
     if not lc.enabled:
@@ -295,7 +307,7 @@ def _probe_leakage(train: pd.DataFrame, spec: FeatureSpec, config: TrainConfig) 
         min_populated=lc.min_populated,
         n_folds=lc.n_folds,
         smoothing=lc.smoothing,
-        max_rows=lc.max_rows,
+        max_rows=lc.max_rows if max_rows is None else max_rows,
         seed=config.seed,
     )
     report.raise_for_leaks()
@@ -318,10 +330,29 @@ def prepare_training(
         ValueError: malformed feature table or config conflicts.
     """
     config = config or load_train_config()
-    notes: list[str] = []
     t = time.perf_counter()
     _check_features(features_df, spec, config)
-    split = _split(features_df, spec, config)
+    split, notes = _checked_split(features_df, spec, config)
+    timings = {"split": time.perf_counter() - t}
+    t = time.perf_counter()
+    leakage = _probe_leakage(split.readiness.train, spec, config)
+    timings["leakage_probe"] = time.perf_counter() - t
+    notes += _acknowledged_notes(leakage)
+    t = time.perf_counter()
+    encoder_rows = [split.readiness.train[spec.categorical]]
+    if split.stage is not None:
+        encoder_rows.append(split.stage.train[spec.categorical])
+    encoder = FeatureEncoder(
+        spec.categorical, spec.numeric, config.encoding.max_categories, config.encoding.min_category_count
+    ).fit(pd.concat(encoder_rows, ignore_index=True))
+    timings["encoder"] = time.perf_counter() - t
+    return PreparedTraining(features_df, spec, config, split, encoder, notes, timings, leakage)
+
+
+def _checked_split(frame: pd.DataFrame, spec: FeatureSpec, config: TrainConfig) -> tuple[Split, list[str]]:
+    """The split with its count checks, and the notes it gives."""
+    notes: list[str] = []
+    split = _split(frame, spec, config)
     _check_readiness_counts(split.readiness, config, spec.horizon_days)
     if spec.mode == SINGLE_SNAPSHOT and split.readiness.note:
         notes.append(split.readiness.note)
@@ -332,24 +363,71 @@ def prepare_training(
     elif spec.mode == SINGLE_SNAPSHOT and config.stage.enabled:
         notes.append("no stage model: single-snapshot data has no time to conversion to define buying stages")
     log.info("split: %s", split.summary())
+    return split, notes
+
+
+def _acknowledged_notes(leakage: LeakageReport | None) -> list[str]:
+    if leakage is None:
+        return []
+    return [
+        f"leakage probe: feature '{f.feature}' acknowledged in train.leakage.acknowledge although {f.reason}"
+        for f in leakage.acknowledged
+    ]
+
+
+def prepare_partitioned_training(
+    partitions: DaskFeaturePartitions, config: TrainConfig | None = None, *, client_sample_rows: int | None = None
+) -> PreparedTraining:
+    """:func:`prepare_training` for a partitioned feature table whose rows stay on a Dask cluster.
+
+    The split runs on the keys, so it selects the rows the single-machine split selects (same index
+    labels); the validation and test rows are pulled to the client; the encoder is fitted from category
+    counts added up over the workers (the same categories). The leakage probe runs on its seeded stratified
+    sample of at most ``leakage.max_rows`` training rows (the rows it probes on one machine); that sample
+    (or ``client_sample_rows`` rows, if given) is kept as ``client_sample`` for the baselines. Snapshot
+    history only: a single-snapshot table (one row per lead) is trained on one machine.
+    See :mod:`models.fit.distributed`.
+    """
+    config = config or load_train_config()
+    spec, schema = partitions.spec_and_schema()
+    if spec.mode != "history":
+        raise ValueError(
+            f"a {spec.mode} feature table is trained on one machine (one row per lead fits): train it without --cluster"
+        )
+    t = time.perf_counter()
+    _check_features(schema, spec, config)
+    keys = partitions.keys
+    split, notes = _checked_split(keys, spec, config)
+    r = split.readiness
+    readiness = replace(r, valid=partitions.rows(r.valid.index), test=partitions.rows(r.test.index))
+    stage = split.stage
+    if stage is not None:
+        stage = replace(
+            stage,
+            valid=partitions.rows(stage.valid.index).assign(**{STAGE_TARGET: stage.valid[STAGE_TARGET]}),
+            test=partitions.rows(stage.test.index).assign(**{STAGE_TARGET: stage.test[STAGE_TARGET]}),
+        )
+    split = replace(split, readiness=readiness, stage=stage)
     timings = {"split": time.perf_counter() - t}
     t = time.perf_counter()
-    leakage = _probe_leakage(split.readiness.train, spec, config)
+    lc = config.leakage
+    y_train = r.train[READINESS_TARGET].to_numpy()
+    n_sample = lc.max_rows if client_sample_rows is None else client_sample_rows
+    positions = stratified_sample(len(r.train), y_train, n_sample, config.seed)
+    sample_index = r.train.index if positions is None else r.train.index[positions]
+    sample = partitions.rows(sample_index)
+    leakage = _probe_leakage(sample, spec, config, max_rows=max(lc.max_rows, len(sample))) if lc.enabled else None
     timings["leakage_probe"] = time.perf_counter() - t
-    if leakage is not None:
-        notes += [
-            f"leakage probe: feature '{f.feature}' acknowledged in train.leakage.acknowledge although {f.reason}"
-            for f in leakage.acknowledged
-        ]
+    notes += _acknowledged_notes(leakage)
     t = time.perf_counter()
-    encoder_rows = [split.readiness.train[spec.categorical]]
-    if split.stage is not None:
-        encoder_rows.append(split.stage.train[spec.categorical])
+    indexes = [r.train.index] + ([stage.train.index] if stage is not None else [])
     encoder = FeatureEncoder(
         spec.categorical, spec.numeric, config.encoding.max_categories, config.encoding.min_category_count
-    ).fit(pd.concat(encoder_rows, ignore_index=True))
+    ).fit_counts(partitions.category_counts(indexes, spec.categorical))
     timings["encoder"] = time.perf_counter() - t
-    return PreparedTraining(features_df, spec, config, split, encoder, notes, timings, leakage)
+    return PreparedTraining(
+        keys, spec, config, split, encoder, notes, timings, leakage, partitions=partitions, client_sample=sample
+    )
 
 
 def fit_readiness(prep: PreparedTraining) -> ReadinessModel:
@@ -367,7 +445,23 @@ def fit_readiness(prep: PreparedTraining) -> ReadinessModel:
         isotonic_min_positives=rc.isotonic_min_positives,
         score=rc.score,
         encoder=prep.encoder,
-    ).fit(r.train, r.train[READINESS_TARGET], r.valid, r.valid[READINESS_TARGET])
+    )
+    if prep.partitions is None:
+        readiness.fit(r.train, r.train[READINESS_TARGET], r.valid, r.valid[READINESS_TARGET])
+    else:
+        y_valid = r.valid[READINESS_TARGET].to_numpy()
+        booster, best, evals = prep.partitions.train_booster(
+            readiness.booster_params(),
+            r.train.index,
+            r.train[READINESS_TARGET].to_numpy(),
+            prep.encoder,
+            num_boost_round=rc.num_boost_round,
+            early_stopping_rounds=rc.early_stopping_rounds,
+            X_valid=prep.encoder.transform(r.valid),
+            y_valid=y_valid,
+            n_classes=2,
+        )
+        readiness.fit_trained_booster(booster, best, evals, r.valid, y_valid, n_train=len(r.train))
     prep.timings["readiness_fit"] = time.perf_counter() - t
     if readiness.best_iteration_ >= rc.num_boost_round:
         prep.notes.append(
@@ -392,7 +486,25 @@ def fit_stage(prep: PreparedTraining) -> StageModel | None:
         early_stopping_rounds=sc.early_stopping_rounds,
         decision_rule=sc.decision_rule,
         encoder=prep.encoder,
-    ).fit(s.train, s.train[STAGE_TARGET], s.valid, s.valid[STAGE_TARGET])
+    )
+    if prep.partitions is None:
+        stage_model.fit(s.train, s.train[STAGE_TARGET], s.valid, s.valid[STAGE_TARGET])
+    else:
+        codes = stage_model.label_codes(s.train[STAGE_TARGET], "stage training labels")
+        valid = len(s.valid) > 0
+        booster, best, evals = prep.partitions.train_booster(
+            stage_model.booster_params(),
+            s.train.index,
+            codes,
+            prep.encoder,
+            num_boost_round=sc.num_boost_round,
+            early_stopping_rounds=sc.early_stopping_rounds,
+            X_valid=prep.encoder.transform(s.valid) if valid else None,
+            y_valid=stage_model.label_codes(s.valid[STAGE_TARGET], "stage valid labels") if valid else None,
+            n_classes=len(prep.split.stage_labels),
+        )
+        counts = np.bincount(codes, minlength=len(prep.split.stage_labels))
+        stage_model.fit_trained_booster(booster, best, evals, counts, s.valid, s.valid[STAGE_TARGET])
     prep.timings["stage_fit"] = time.perf_counter() - t
     empty = [k for k, v in stage_model.class_counts_.items() if v == 0]
     if empty:
@@ -406,9 +518,11 @@ def fit_baseline_models(prep: PreparedTraining, readiness: ReadinessModel) -> di
         return {}
     t = time.perf_counter()
     r = prep.split.readiness
+    # On a cluster: fitted on the training rows pulled to the client (a seeded stratified sample).
+    train = r.train if prep.client_sample is None else prep.client_sample
     baselines = fit_baselines(
-        r.train,
-        r.train[READINESS_TARGET],
+        train,
+        train[READINESS_TARGET],
         r.valid,
         r.valid[READINESS_TARGET],
         categorical=prep.spec.categorical,
@@ -536,7 +650,28 @@ def evaluate_models(
         notes=notes,
         timings=timings,
         leakage=prep.leakage,
+        reference_source=drift_reference_source(prep),
     )
+
+
+def drift_reference_source(prep: PreparedTraining) -> pd.DataFrame | None:
+    """On a cluster: the training rows the drift reference is drawn from, pulled to the client (else ``None``).
+
+    :func:`models.judge.reference.reference_population` picks them from the keys exactly as it picks them
+    from the whole training frame on one machine (same dates, same seeded sample, same order), so the
+    reference logged with the model is the single-machine one.
+    """
+    if prep.partitions is None or len(prep.split.readiness.train) == 0:
+        return None
+    keys = prep.split.readiness.train
+    monitoring = prep.config.monitoring
+    chosen = reference_population(
+        keys[["lead_id", "as_of"]].assign(_row=keys.index),
+        last_snapshots=monitoring.reference_snapshots,
+        max_rows=monitoring.reference_max_rows,
+        seed=prep.config.seed,
+    )
+    return prep.partitions.rows(pd.Index(chosen["_row"]))
 
 
 def assemble_scoring_model(

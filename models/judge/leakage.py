@@ -257,7 +257,7 @@ def _as_binary(y: Any, train_df: pd.DataFrame) -> np.ndarray:
     return arr.astype(np.int8)
 
 
-def _sample(n: int, y: np.ndarray, max_rows: int, seed: int) -> np.ndarray | None:
+def stratified_sample(n: int, y: np.ndarray, max_rows: int, seed: int) -> np.ndarray | None:
     """Row positions of a stratified seeded sample of ``max_rows`` rows (None: use every row)."""
     if n <= max_rows:
         return None
@@ -344,7 +344,7 @@ def probe_leakage(
         )
     y_all = _as_binary(y, train_df)
     n_rows, n_positive = len(y_all), int(y_all.sum())
-    sample = _sample(n_rows, y_all, max_rows, seed)
+    sample = stratified_sample(n_rows, y_all, max_rows, seed)
     frame = train_df if sample is None else train_df.iloc[sample]
     y_arr = y_all if sample is None else y_all[sample]
     group_arr = None

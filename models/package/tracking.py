@@ -726,7 +726,9 @@ def drift_reference_rows(result: Any) -> pd.DataFrame | None:
     from models.judge.reference import reference_population
 
     split = getattr(getattr(result, "split", None), "readiness", None)
-    train = getattr(split, "train", None)
+    train = getattr(result, "reference_source", None)
+    if train is None:  # trained on one machine: the whole training frame is at hand
+        train = getattr(split, "train", None)
     if train is None or len(train) == 0 or not hasattr(result.model, "predict_arrays"):
         return None
     monitoring = result.config.monitoring

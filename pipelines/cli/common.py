@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -83,3 +84,42 @@ def run_with_status(message: str, fn: Callable[[], Any]) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def cluster_option(value: str | None) -> str | None:
+    """``--cluster``, else ``LEADSCORE_DASK_ADDRESS``, checked (no Dask import here)."""
+    if value is None:
+        from pipelines.settings import get_settings
+
+        value = get_settings().dask_address
+    if value is None:
+        return None
+    from pipelines.dask_runner import parse_cluster
+
+    try:
+        parse_cluster(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--cluster") from exc
+    return value
+
+
+def resolve_cluster(value: str | None, data: Path) -> str | None:
+    """The cluster to run on for ``--data``: ``--cluster``, else ``LEADSCORE_DASK_ADDRESS`` (partitioned data only).
+
+    ``LEADSCORE_DASK_ADDRESS`` alone leaves plain data on this machine, as before; an explicit ``--cluster``
+    on plain data is refused (it needs a partitioned data directory).
+    """
+    from features.partitioned import is_partitioned
+
+    explicit = value is not None
+    cluster = cluster_option(value)
+    partitioned = is_partitioned(data)
+    if cluster is not None and not partitioned and not explicit:
+        return None
+    if cluster is not None and not partitioned:
+        raise typer.BadParameter(
+            f"{data} is not partitioned: --cluster needs a partitioned data directory "
+            "(leadscore generate/import --partitions N)",
+            param_hint="--cluster",
+        )
+    return cluster

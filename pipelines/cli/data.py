@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli.common import app, console, guard_prefect, parse_days, progress_display, run_with_status, user_errors
+from pipelines.cli.common import (
+    app,
+    cluster_option,
+    console,
+    guard_prefect,
+    parse_days,
+    progress_display,
+    run_with_status,
+    user_errors,
+)
 from pipelines.cli.output import print_effects, print_feature_summary, print_validation_report
 
 
@@ -223,7 +232,7 @@ def features(
     """
     from features.partitioned import is_partitioned
 
-    cluster = _cluster(cluster)
+    cluster = cluster_option(cluster)
     if is_partitioned(data) or cluster is not None:
         _partitioned_features(data, out, as_of, every, horizon, config, quarantine, cluster)
         return
@@ -249,23 +258,6 @@ def features(
             lambda: build_features_flow(data, out, config=feature_cfg, as_of=as_of, quarantine_dir=quarantine),
         )
     print_feature_summary(summary)
-
-
-def _cluster(value: str | None) -> str | None:
-    """``--cluster``, else ``LEADSCORE_DASK_ADDRESS``, checked (no Dask import here)."""
-    if value is None:
-        from pipelines.settings import get_settings
-
-        value = get_settings().dask_address
-    if value is None:
-        return None
-    from pipelines.dask_runner import parse_cluster
-
-    try:
-        parse_cluster(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--cluster") from exc
-    return value
 
 
 def _partitioned_features(
@@ -297,7 +289,7 @@ def _partitioned_features(
         if (horizon_days := parse_days(horizon, "--horizon")) is not None:
             updates["horizon_days"] = horizon_days
         feature_cfg = cfg.features.model_copy(update=updates)
-        from pipelines.flows import build_partitioned_features_flow
+        from pipelines.partitioned import build_partitioned_features_flow
 
         where = f"on {cluster}" if cluster else "in this process"
         summary = run_with_status(

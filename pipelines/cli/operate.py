@@ -8,8 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pipelines.cli.common import app, console, err_console, guard_prefect, run_with_status, user_errors
-from pipelines.cli.data import _cluster, generate
+from pipelines.cli.common import (
+    app,
+    console,
+    err_console,
+    guard_prefect,
+    resolve_cluster,
+    run_with_status,
+    user_errors,
+)
+from pipelines.cli.data import generate
 from pipelines.cli.output import (
     RUN_BACKFILL_WEEKS,
     print_backfill_summary,
@@ -30,8 +38,20 @@ def train(
     force: Annotated[
         bool, typer.Option("--force", help="Promote even if a guardrail (no signal, feature set...) refuses.")
     ] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Build the features and train the boosters of a partitioned data directory on Dask: "
+            "tcp://HOST:PORT (an existing scheduler) or local[:N] (N local worker processes). "
+            "Default: LEADSCORE_DASK_ADDRESS, else no Dask.",
+        ),
+    ] = None,
 ) -> None:
     """Build features, train readiness + stage, evaluate against baselines, register in MLflow, promote.
+
+    A partitioned data directory (generate/import --partitions N) gets partitioned features; with --cluster
+    they are built and the boosters trained on Dask (docs/scale-out.md), the rest runs here.
 
     Promotion runs under the guardrails (config ``promotion:``). Exits 1 when the model shows no signal or
     its feature set differs from the champion's (unless --force); a challenger that is merely not good
@@ -41,6 +61,7 @@ def train(
     from pipelines.settings import get_settings
 
     settings = get_settings()
+    cluster = resolve_cluster(cluster, data)
     with user_errors():
         cfg = load_config(config)
         guard_prefect()
@@ -57,6 +78,7 @@ def train(
                 experiment=settings.experiment_name,
                 model_name=settings.model_name,
                 force=force,
+                cluster=cluster,
             ),
         )
     print_feature_summary(summary.features)
@@ -112,17 +134,8 @@ def score(
     """
     from features.partitioned import is_partitioned
 
-    explicit = cluster is not None
-    cluster = _cluster(cluster)
+    cluster = resolve_cluster(cluster, data)
     partitioned = is_partitioned(data)
-    if cluster is not None and not partitioned and not explicit:
-        cluster = None  # LEADSCORE_DASK_ADDRESS alone: plain data is scored on this machine, as before
-    if cluster is not None and not partitioned:
-        raise typer.BadParameter(
-            f"{data} is not partitioned: --cluster needs a partitioned data directory "
-            "(leadscore generate/import --partitions N)",
-            param_hint="--cluster",
-        )
     if out is not None and out.suffix not in (".parquet", ".csv") and not partitioned:
         raise typer.BadParameter("export as .parquet or .csv", param_hint="--out")
     if partitioned and backfill:

@@ -67,11 +67,11 @@ def models_promote(
     """Manual promotion under the same guardrails and comparison report as automatic promotion."""
     evaluate = None
     if data is not None:
-        from features.validation import load_history
+        from features.partitioned import load_any_history
         from models.package.promotion import history_evaluator
 
         with user_errors():
-            evaluate = history_evaluator(load_history(data).history)
+            evaluate = history_evaluator(load_any_history(data))
     from pipelines.config import load_config
 
     with user_errors():

@@ -129,3 +129,18 @@ def test_config_file_is_stored_in_the_train_deployment(settings: Settings, data_
     validated = planned["train"].spec.load_flow().validate_parameters(stored)
     assert validated["config"].train.readiness.num_boost_round == 7
     assert planned["score-batch"].parameters.get("config") is None
+
+
+def test_dask_address_reaches_train_and_score_of_partitioned_data_only(tmp_path: Path, data_dir: Path) -> None:
+    settings = Settings(home=tmp_path / "home", dask_address="tcp://10.0.0.5:8786")
+    plain = {p.spec.key: p.parameters for p in plan_deployments(settings, data_dir)}
+    assert all("cluster" not in params for params in plain.values())
+    (data_dir / "partitions.json").write_text('{"format": 1, "n_partitions": 1, "hash": "crc32-utf8"}')
+    planned = {p.spec.key: p for p in plan_deployments(settings, data_dir)}
+    for key in ("train", "score-batch"):
+        assert planned[key].parameters["cluster"] == "tcp://10.0.0.5:8786"
+        flow = cloudpickle.loads(cloudpickle.dumps(planned[key].spec.load_flow()))
+        assert flow.validate_parameters(json.loads(json.dumps(planned[key].parameters)))["cluster"] == (
+            "tcp://10.0.0.5:8786"
+        )
+    assert "cluster" not in planned["monitor"].parameters

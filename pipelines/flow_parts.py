@@ -1,0 +1,46 @@
+"""What the flow modules share: the retry policy of I/O tasks and the feature build's summary.
+
+No ``from __future__ import annotations`` (see :mod:`pipelines.flows`).
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect.cache_policies import NO_CACHE
+
+from features.validation import ValidationReport
+
+
+def _retry_on_os_error(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result(raise_on_failure=True)
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+IO_TASK: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": 1,
+    "retry_condition_fn": _retry_on_os_error,
+    "cache_policy": NO_CACHE,
+}
+
+
+@dataclass
+class BuildFeaturesSummary:
+    """What ``build-features`` did, for the CLI and for callers."""
+
+    out: Path
+    rows: int
+    snapshots: int
+    first_as_of: str | None
+    last_as_of: str | None
+    n_features: int
+    positives: int
+    quarantine_dir: Path
+    quarantine_files: dict[str, Path] = field(default_factory=dict)
+    validation: ValidationReport | None = None
