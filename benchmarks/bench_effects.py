@@ -10,7 +10,8 @@ For each seed, simulates the default world and the placebo world (``campaign_eff
 - placebo world: campaigns flagged as having an effect (target: <= 2 of 24) and by the naive contrast;
 - fit time and the process's peak RSS (goal: under 2 minutes per run).
 
-Validation seeds are 201, 202, 203 (the estimator was developed on seed 101 only; never tune on these).
+Validation seeds are 201, 202, 203 (development used 101, 102, 103 and their placebo worlds; never tune on
+the validation seeds). benchmarks/bench_effects_oracle.py refits with the true phase added (a diagnostic).
 
 Usage::
 
