@@ -637,7 +637,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=MAX_QUEUE_LIMIT, description="Page size.")] = DEFAULT_QUEUE_LIMIT,
         offset: Annotated[int, Query(ge=0, le=MAX_QUEUE_OFFSET, description="Leads to skip.")] = 0,
     ) -> HandoffQueuePage:
-        """The current batch's handed-off leads, highest readiness first."""
+        """The leads handed off on the current batch's decision day (UTC; a same-day re-run keeps the earlier
+        run's handoffs), highest readiness first, each with the score of the batch that handed it off."""
         page = _state(request).store.handoff_queue(limit=limit, offset=offset)
         return HandoffQueuePage(
             items=[Prediction.from_record(r) for r in page.items],

@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -375,27 +375,51 @@ class ScoreStore:
         }
 
     def handoff_queue(self, limit: int = 50, offset: int = 0) -> HandoffPage:
-        """Handed-off leads of the current batch, best (highest readiness, then lead_id) first."""
+        """The leads handed off on the current batch's decision day (UTC), best (readiness, then lead_id) first.
+
+        Usually the current batch's handoffs. When the batch was re-run the same day (a second ``leadscore
+        score``, a retried deployment), the earlier run's handoffs put those leads in cool-down, so the new
+        batch does not hand them off again; they stay in the queue, each with the score of the batch that
+        handed it off (``batch_id``, ``scored_at`` say which), so a re-run never empties the queue.
+        A lead handed off twice that day (``cooldown_days: 0``) is listed once, with its latest handoff.
+        """
         if limit < 1 or offset < 0:
             raise ValueError(f"limit must be >= 1 and offset >= 0, got limit={limit}, offset={offset}")
-        s = scores_table
+        s, h = scores_table, handoffs_table
         with self._read() as conn:
             batch_id = self._current_id(conn)
             if batch_id is None:
                 return HandoffPage(items=[], total=0, limit=limit, offset=offset, batch=None)
-            # The batch is immutable once committed, so pinning its id keeps the page and the total consistent.
+            # Batches are immutable once committed, and the day's handoffs only grow with a newer batch
+            # (which would move the current pointer): the page and the total are consistent.
             batch = self._batch_from_row(
                 conn.execute(sa.select(batches_table).where(batches_table.c.batch_id == batch_id)).one()
             )
-            rows = conn.execute(
-                self._score_select()
-                .where(s.c.batch_id == batch_id, s.c.handoff.is_(True))
-                .order_by(s.c.readiness.desc(), s.c.lead_id.asc())
-                .limit(limit)
-                .offset(offset)
-            )
-            items = [self._record(r) for r in rows]
-        return HandoffPage(items=items, total=batch.n_handoffs, limit=limit, offset=offset, batch=batch)
+            day = batch.scored_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            # Ranked on three columns first; only the page's rows are read in full.
+            keys = conn.execute(
+                sa.select(s.c.lead_id, s.c.batch_id, s.c.readiness)
+                .join(h, sa.and_(h.c.batch_id == s.c.batch_id, h.c.lead_id == s.c.lead_id))
+                .where(
+                    s.c.handoff.is_(True),
+                    h.c.handed_off_at >= day,
+                    h.c.handed_off_at < day + timedelta(days=1),
+                    h.c.batch_id <= batch_id,
+                )
+            ).all()
+            latest: dict[str, tuple[int, float]] = {}
+            for lead_id, row_batch, readiness in keys:
+                if lead_id not in latest or row_batch > latest[lead_id][0]:
+                    latest[lead_id] = (int(row_batch), float(readiness))
+            ranked = sorted(latest.items(), key=lambda kv: (-kv[1][1], kv[0]))
+            page = ranked[offset : offset + limit]
+            items: list[ScoreRecord] = []
+            if page:
+                pairs = [(b, lead) for lead, (b, _) in page]
+                rows = conn.execute(self._score_select().where(sa.tuple_(s.c.batch_id, s.c.lead_id).in_(pairs)))
+                by_key = {(int(r.batch_id), r.lead_id): self._record(r) for r in rows}
+                items = [by_key[(b, lead)] for lead, (b, _) in page]
+        return HandoffPage(items=items, total=len(ranked), limit=limit, offset=offset, batch=batch)
 
     def last_handoff_times(self, lead_ids: Iterable[str], since: datetime | None = None) -> dict[str, datetime]:
         """Each lead's latest handoff time; leads never handed off (at or after ``since``) are absent.

@@ -453,6 +453,39 @@ def test_reader_sees_only_complete_batches_during_a_write(
     assert reader.handoff_queue().total == 20
 
 
+def test_a_same_day_rerun_keeps_the_days_handoffs_in_the_queue(store: ScoreStore) -> None:
+    morning = _frame(30, seed=4, handoff_top=5)
+    first = _write(store, morning, at=T0)
+    first_ids = {r.lead_id: r.handoff_id for r in store.handoff_queue(limit=100).items}
+    assert len(first_ids) == 5
+    # The re-run an hour later: the morning's five are in cool-down (not handed off again), two others are.
+    rerun = morning.copy()
+    rerun["handoff"] = False
+    rerun.loc[rerun["lead_id"].isin(["L00028", "L00029"]), "handoff"] = True
+    rerun.loc[rerun["lead_id"] == "L00029", "readiness"] = 0.999
+    second = _write(store, rerun, at=T0 + timedelta(hours=1))
+    assert second.n_handoffs == 2
+    queue = store.handoff_queue(limit=100)
+    assert queue.batch == second and queue.total == 7
+    by_lead = {r.lead_id: r for r in queue.items}
+    assert {k: by_lead[k].handoff_id for k in first_ids} == first_ids  # the morning's handoffs, unchanged
+    assert {by_lead[k].batch_id for k in first_ids} == {first.batch_id}
+    assert by_lead["L00029"].batch_id == second.batch_id and queue.items[0].lead_id == "L00029"
+    assert [r.readiness for r in queue.items] == sorted((r.readiness for r in queue.items), reverse=True)
+    paged = store.handoff_queue(limit=3).items + store.handoff_queue(limit=3, offset=3).items
+    assert [r.lead_id for r in paged] == [r.lead_id for r in queue.items[:6]]
+    # Handed off in both runs of the day (no cool-down): listed once, with the latest handoff.
+    again = rerun.copy()
+    again.loc[again["lead_id"] == next(iter(first_ids)), "handoff"] = True
+    third = _write(store, again, at=T0 + timedelta(hours=2))
+    queue = store.handoff_queue(limit=100)
+    assert queue.total == 7 and queue.batch == third
+    assert {r.lead_id: r.batch_id for r in queue.items}[next(iter(first_ids))] == third.batch_id
+    # The next day's batch starts a new queue.
+    _write(store, _frame(30, seed=5, handoff_top=4), at=T0 + timedelta(days=1))
+    assert store.handoff_queue(limit=100).total == 4
+
+
 @pytest.mark.slow
 def test_polling_reader_never_sees_a_partial_batch(open_store: Callable[[], ScoreStore]) -> None:
     writer, reader = open_store(), open_store()
