@@ -72,6 +72,7 @@ def score_batch(
     progress: Progress | None = None,
     features: pd.DataFrame | None = None,
     explain: bool = True,
+    backfilled: bool = False,
 ) -> BatchSummary:
     """Score every lead open at ``as_of`` and write the batch atomically (see the module docstring).
 
@@ -92,6 +93,7 @@ def score_batch(
             default: built here from ``history``.
         explain: ``False`` stores no reasons or next-best actions at all (backfilled history; needs are
             still computed).
+        backfilled: the batch is scored after the fact (``leadscore score --backfill``); its details say so.
 
     Raises:
         ValueError: no lead is open at ``as_of``, or the inputs do not fit together.
@@ -130,7 +132,16 @@ def score_batch(
     timings.update({f"score_{k}": v for k, v in scored.timings.items()})
 
     return write_scored_batch(
-        scored, model_info, policy, store, ts, out, queue_size=queue_size, timings=timings, progress=step
+        scored,
+        model_info,
+        policy,
+        store,
+        ts,
+        out,
+        queue_size=queue_size,
+        timings=timings,
+        progress=step,
+        backfilled=backfilled,
     )
 
 
@@ -145,6 +156,7 @@ def write_scored_batch(
     queue_size: int = 10,
     timings: dict[str, float] | None = None,
     progress: Progress | None = None,
+    backfilled: bool = False,
 ) -> BatchSummary:
     """Steps 5 and 6 of :func:`score_batch`: one atomic ``write_batch`` of ``scored`` (and the export).
 
@@ -168,6 +180,8 @@ def write_scored_batch(
         "n_explained": int(scored.explained.sum()),
         "model_uri": getattr(model_info, "model_uri", None),
     }
+    if backfilled:  # scored after the fact from the history (leadscore score --backfill), not served then
+        details["backfilled"] = True
     info = store.write_batch(
         scores,
         model_name=scored.model.name,
@@ -308,6 +322,7 @@ def backfill(
                     queue_size=0,
                     explain=explain,
                     features=empty if rows is None else rows.reset_index(drop=True),
+                    backfilled=True,
                 )
             )
     return BackfillSummary(batches=written, skipped=sorted(skipped), skip_reason=reason, dates=dates)

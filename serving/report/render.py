@@ -50,6 +50,8 @@ class ReportSections:
     drift: DriftSection
     card: ModelCard
     n_batches: int
+    #: of them, scored after the fact from the history (``leadscore score --backfill``), not served at the time
+    n_backfilled: int
     first_batch: datetime | None
     last_batch: datetime | None
     n_current: int
@@ -74,6 +76,7 @@ def compute_sections(inputs: ReportInputs) -> ReportSections:
         drift=drift,
         card=card,
         n_batches=len(batches),
+        n_backfilled=sum(1 for b in batches if (b.details or {}).get("backfilled")),
         first_batch=batches[0].scored_at if batches else None,
         last_batch=batches[-1].scored_at if batches else None,
         n_current=len(inputs.current),

@@ -73,6 +73,12 @@ def test_since_limits_the_period(env: Path, demo: Demo) -> None:
     expected = sum(b.scored_at >= datetime(2025, 9, 1, tzinfo=UTC) for b in batches)
     assert 0 < expected < len(batches)
     assert re.search(rf"\b{expected} scoring batch(es)?\s+\(", html)
+    # The backfilled ones are named as such (scored after the fact); the last, live batch is not.
+    backfilled = sum(
+        bool((b.details or {}).get("backfilled")) for b in batches if b.scored_at >= datetime(2025, 9, 1, tzinfo=UTC)
+    )
+    assert 0 < backfilled == expected - 1
+    assert re.search(rf"\b{backfilled} of them backfilled \(scored after the fact", " ".join(html.split()))
 
 
 @pytest.mark.parametrize(
