@@ -515,6 +515,32 @@ HEADER = (
 )
 
 
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as the Markdown table of docs/scale-out.md."""
+
+    def gb(value: float | None) -> str:
+        return "-" if value is None else f"{value / 1024:.2f}"
+
+    lines = [
+        "| leads | activities | path | step | partitions x leads | wall s | s per M activities "
+        "| peak RSS client GB | peak RSS max worker GB | result |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        parts = f"{row['partitions']} x {row['rows_per_partition']:,}" if row.get("partitions") else "-"
+        if row.get("ok"):
+            wall = f"{row['wall_s']:.0f}"
+        else:
+            wall = f"({row['wall_s']:.0f} to failure)" if row.get("wall_s") is not None else "-"
+        per_m = f"{row['s_per_m_activities']:.1f}" if row.get("s_per_m_activities") else "-"
+        worker = gb(row.get("max_worker_peak_mb")) if row["path"] == "dask" else "-"
+        lines.append(
+            f"| {row['leads']:,} | {row['activities']:,} | {row['path']} | {row['step']} | {parts} | {wall} "
+            f"| {per_m} | {gb(row.get('peak_rss_mb'))} | {worker} | {row['result']} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,300000,1000000,2000000", help="leads per size, comma-separated")
@@ -533,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-timeout", type=float, default=3600.0, help="seconds before a step is stopped")
     parser.add_argument("--deadline", help="UTC time HH:MM after which no step starts (and a running one stops)")
     parser.add_argument("--json", type=Path, default=Path("/tmp/bench_scale.json"))
+    parser.add_argument("--render", nargs="+", type=Path, help="only print the Markdown table of these JSON results")
     parser.add_argument("--keep-outputs", action="store_true", help="keep feature tables and score stores")
     # internal: one step in a child process
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -546,6 +573,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return run_child(args)
+    if args.render:
+        print(markdown_table([row for path in args.render for row in json.loads(path.read_text())["rows"]]))
+        return 0
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -659,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     for n, info in data_info.items():
         gen = f"generated in {info['generate_s']:.0f} s" if "generate_s" in info else ""
         print(f"{n:>9,} leads: {info.get('activities', 0):,} activities {gen}")
+    print()
+    print(markdown_table(rows))
     print(f"\nJSON: {args.json}")
     return 0
 
