@@ -7,8 +7,10 @@ pass (:meth:`serving.service.ScoringService.score_encoded`) along what each step
 1. **per partition, on a worker** (:func:`score_partition`): validate the partition
    (:func:`features.validation.load_history`), point-in-time features at ``as_of``
    (:func:`features.build.build_features`), encode, readiness / score / stage, and needs. All of these
-   are row-wise: a lead's row depends only on its own events and the model. The encoded rows stay in the
-   worker's memory; only the scores come back (one small row per open lead).
+   are row-wise: a lead's row depends only on its own events and the model. The encoded rows of the
+   leads that may be explained stay in the worker's memory (with grades from the model's or fixed
+   cut-offs, those graded in ``explain_grades`` or at least ``min_grade_for_handoff``; under capacity
+   grading every row); only the scores come back (one small row per open lead).
 2. **on the client, over the whole population** (:meth:`~serving.service.ScoringService.decide`): grades
    (``capacity`` grading ranks all leads scored together), trends and cool-downs from the store's history,
    the handoff decisions with the weekly capacity. The rows are put in the single-machine order first
@@ -134,10 +136,31 @@ class PartScores:
     encoded: np.ndarray
     outputs: dict[str, np.ndarray]
     needs: list[list[str]]
+    #: positions (ascending) of the rows ``encoded`` holds; ``None``: every row
+    kept: np.ndarray | None = None
 
     def light(self) -> PartScores:
         """The same without the encoded rows: what goes back to the client."""
-        return PartScores(self.index, self.lead_ids, self.encoded[:0], self.outputs, self.needs)
+        return PartScores(
+            self.index,
+            self.lead_ids,
+            self.encoded[:0],
+            self.outputs,
+            self.needs,
+            self.kept[:0] if self.kept is not None else None,
+        )
+
+    def encoded_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The encoded rows at ``rows`` (positions in the partition), which must have been kept."""
+        if self.kept is None:
+            return self.encoded[rows]
+        at = np.searchsorted(self.kept, rows)
+        if len(rows) and (at.max() >= len(self.kept) or not np.array_equal(self.kept[at], rows)):
+            raise RuntimeError(
+                f"partition {self.index}: rows to explain that were not kept as explain candidates "
+                "(the grade of a kept row must follow from its readiness alone)"
+            )
+        return self.encoded[at]
 
 
 def score_partition(
@@ -163,9 +186,13 @@ def score_partition(
     ids = frame["lead_id"].astype(str).to_numpy(dtype=object)
     encoded = model.encode(frame)
     del frame
-    return PartScores(
-        index, ids, encoded, model.outputs_from_encoded(encoded), service.explainer.needs_from_encoded(encoded)
-    )
+    outputs = model.outputs_from_encoded(encoded)
+    needs = service.explainer.needs_from_encoded(encoded)
+    # Only the rows that may be explained stay on the worker until step 3 (all of them under capacity grading).
+    candidates = service.explain_candidates(outputs["readiness"])
+    if candidates is None:
+        return PartScores(index, ids, encoded, outputs, needs)
+    return PartScores(index, ids, encoded[candidates], outputs, needs, np.flatnonzero(candidates))
 
 
 def _light(part: PartScores) -> PartScores:
@@ -176,7 +203,7 @@ def explain_partition(
     part: PartScores, rows: np.ndarray, scorer: Scorer
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any] | None]]:
     """Step 3 for one partition: reasons and next-best actions of its ``rows`` (positions in the partition)."""
-    return scorer.service().explain_rows(part.encoded[rows], part.outputs["readiness"][rows])
+    return scorer.service().explain_rows(part.encoded_rows(rows), part.outputs["readiness"][rows])
 
 
 def _validate(item: tuple[int, Path], contract: Contract, now: pd.Timestamp, quarantine: Path | None) -> PartitionStats:

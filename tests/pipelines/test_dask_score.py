@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -212,3 +213,29 @@ def test_score_refuses_cluster_on_plain_data_and_backfill_on_partitions(sim: Sim
     assert "is not partitioned" in refused("--data", str(sim.data_dir), "--cluster", "local:2")
     assert "is not understood" in refused("--data", str(parts), "--cluster", "http://x")
     assert "partitioned data directory yet" in refused("--data", str(parts), "--backfill", "2")
+
+
+def test_a_partition_keeps_only_its_explain_candidates_under_row_wise_grading(
+    sim: SimulatedScoring, parts: Path
+) -> None:
+    from features.contract import Contract
+    from features.partitioned import PartitionedLayout
+    from serving.partitioned_batch import Scorer, explain_partition, score_partition
+
+    layout = PartitionedLayout.read(parts)
+    as_of = pd.Timestamp(sim.data_end).floor("s")
+    args = (Contract.load(parts), NOW, as_of, pd.Timestamp(sim.data_end))
+    scorer = Scorer(sim.model, Info(), model_mode_policy())
+    part = score_partition((0, layout.part_dir(0)), scorer, *args)
+    assert part.kept is not None and 0 < len(part.kept) < len(part.lead_ids) == len(part.outputs["readiness"])
+    assert part.encoded.shape[0] == len(part.kept)
+    grades = scorer.service().explain_candidates(part.outputs["readiness"])
+    assert grades is not None and np.array_equal(np.flatnonzero(grades), part.kept)
+    reasons, _ = explain_partition(part, part.kept[:3], scorer)
+    assert len(reasons) == 3
+    dropped = np.setdiff1d(np.arange(len(part.lead_ids)), part.kept)[:1]
+    with pytest.raises(RuntimeError, match="not kept"):
+        explain_partition(part, dropped, scorer)
+    # Capacity grading ranks the whole population: every row stays.
+    capacity = Scorer(sim.model, Info(), capacity_policy())
+    assert score_partition((0, layout.part_dir(0)), capacity, *args).kept is None
