@@ -516,10 +516,14 @@ def load_partitioned_history(
     )
 
 
-def load_any_history(data_dir: str | Path) -> ProspectHistory:
-    """The validated history of a plain or a partitioned data directory (every partition, on this machine)."""
+def load_any_history(data_dir: str | Path, *, max_leads: int | None = None) -> ProspectHistory:
+    """The validated history of a plain or a partitioned data directory, on this machine.
+
+    Of partitioned data, the first partitions holding at least ``max_leads`` leads (all by default; see
+    :func:`load_partitioned_history`); a plain directory is read whole.
+    """
     if is_partitioned(data_dir):
-        return load_partitioned_history(data_dir)
+        return load_partitioned_history(data_dir, max_leads=max_leads)
     return load_history(data_dir).history
 
 

@@ -54,10 +54,15 @@ def write_feature_table(df: pd.DataFrame, spec: FeatureSpec, path: str | Path) -
     return write_table(df, path, metadata={SPEC_METADATA_KEY: spec.to_json()})
 
 
-def read_feature_table(path: str | Path) -> tuple[pd.DataFrame, FeatureSpec]:
-    """Read a feature table written by :func:`write_feature_table`."""
-    path = Path(path)
+def read_feature_spec(path: str | Path) -> FeatureSpec:
+    """The spec embedded in a feature table written by :func:`write_feature_table` (no row is read)."""
     meta = read_table_metadata(path)
     if SPEC_METADATA_KEY not in meta:
         raise ValueError(f"{path}: not a leadscore feature table (no {SPEC_METADATA_KEY} metadata)")
-    return pd.read_parquet(path), FeatureSpec.from_json(meta[SPEC_METADATA_KEY])
+    return FeatureSpec.from_json(meta[SPEC_METADATA_KEY])
+
+
+def read_feature_table(path: str | Path) -> tuple[pd.DataFrame, FeatureSpec]:
+    """Read a feature table written by :func:`write_feature_table`."""
+    spec = read_feature_spec(path)
+    return pd.read_parquet(path), spec

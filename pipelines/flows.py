@@ -11,6 +11,7 @@ by value (cloudpickle), which keeps only the globals the code uses. String annot
 objects travel with the function. tests/pipelines/test_flow_parameters.py guards this.
 """
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -33,12 +34,12 @@ from models.package import promotion
 from models.package.registry import ModelRegistry, PromotionDecision
 from models.package.tracking import TrackingTarget, TrainingRun, configure_mlflow, log_training_result
 from pipelines.config import ProjectConfig
+from pipelines.dask_runner import open_cluster
 from pipelines.flow_parts import IO_TASK, BuildFeaturesSummary
 from pipelines.partitioned import (
+    WHOLE_HISTORY_SAMPLE_LEADS,
     build_partitioned_features_flow,
-    cluster_client,
     is_partitioned,
-    load_partitioned_sample,
     score_and_write_partitioned_batch,
     split_partitioned_snapshots,
 )
@@ -221,9 +222,7 @@ def estimate_effects(data_dir: Path, config: FeatureConfig) -> pd.DataFrame | No
     from serving.policy import load_policy
 
     # On partitioned data: the leads of the first partitions (a hash sample of the leads).
-    history = (
-        load_partitioned_sample(data_dir) if is_partitioned(data_dir) else validation.load_history(data_dir).history
-    )
+    history = load_any_history(data_dir, max_leads=WHOLE_HISTORY_SAMPLE_LEADS)
     actions = [ActionSpec(a.name, a.activity_type) for a in load_policy().next_best_actions]
     return estimate_training_effects(history, actions, config)
 
@@ -274,17 +273,14 @@ def train_flow(
         )
     else:
         features_summary = build_features_flow(data_dir, work_dir / "features.parquet", config=config.features)
-    if cluster is not None:
-        # The training rows stay on the cluster (models/fit/distributed.py); evaluation runs here.
-        with cluster_client(cluster) as client:
+    # With a cluster the training rows stay on it (models/fit/distributed.py) and everything else runs here;
+    # evaluation too pulls rows from it (the drift reference), so it runs before the cluster closes.
+    with open_cluster(cluster) if cluster is not None else nullcontext() as client:
+        if client is not None:
             prep = split_partitioned_snapshots(client, features_summary.out, config.train)
-            readiness = cast(ReadinessModel, train_readiness(prep))
-            stage = train_stage(prep)
-            baselines = train_baselines(prep, readiness)
-            result = evaluate_models(prep, readiness, stage, baselines)  # pulls the drift reference rows
-    else:
-        frame, spec = read_features(features_summary.out)
-        prep = split_snapshots(frame, spec, config.train)
+        else:
+            frame, spec = read_features(features_summary.out)
+            prep = split_snapshots(frame, spec, config.train)
         # cast: Prefect's Task.__call__ overloads make mypy infer a coroutine for this sync task
         readiness = cast(ReadinessModel, train_readiness(prep))
         stage = train_stage(prep)

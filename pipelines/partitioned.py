@@ -6,8 +6,6 @@ Dask is imported only when a cluster is given. No ``from __future__ import annot
 :mod:`pipelines.flows`).
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from features import snapshots
 from features.config import FeatureConfig
-from features.history import ProspectHistory
-from features.partitioned import is_partitioned, load_partitioned_history
+from features.partitioned import is_partitioned
 from models.config import TrainConfig
 from models.fit import training
 from pipelines.flow_parts import BuildFeaturesSummary
@@ -74,15 +71,6 @@ def build_partitioned_features_flow(
     )
 
 
-@contextmanager
-def cluster_client(cluster: str) -> Iterator[Any]:
-    """A ``distributed.Client`` for ``cluster`` for the ``with`` block (everything started is closed after)."""
-    from pipelines.dask_runner import open_cluster
-
-    with open_cluster(cluster) as client:
-        yield client
-
-
 @task(name="split_partitioned_snapshots", cache_policy=NO_CACHE)
 def split_partitioned_snapshots(client: Any, features_dir: Path, config: TrainConfig) -> training.PreparedTraining:
     """The split of a partitioned feature table on a cluster; the training rows stay on the workers."""
@@ -91,11 +79,6 @@ def split_partitioned_snapshots(client: Any, features_dir: Path, config: TrainCo
     recorded = config.stage.use_recorded_stage_column if config.stage.enabled else None
     partitions = DaskFeaturePartitions.open(client, features_dir, [recorded] if recorded else [])
     return training.prepare_partitioned_training(partitions, config)
-
-
-def load_partitioned_sample(data_dir: Path, max_leads: int | None = WHOLE_HISTORY_SAMPLE_LEADS) -> ProspectHistory:
-    """The history of the first partitions holding at least ``max_leads`` leads (a hash sample of the leads)."""
-    return load_partitioned_history(data_dir, max_leads=max_leads)
 
 
 @task(name="score_and_write_partitioned_batch", cache_policy=NO_CACHE)
@@ -133,9 +116,7 @@ __all__ = [
     "WHOLE_HISTORY_SAMPLE_LEADS",
     "build_partitioned_features",
     "build_partitioned_features_flow",
-    "cluster_client",
     "is_partitioned",
-    "load_partitioned_sample",
     "score_and_write_partitioned_batch",
     "split_partitioned_snapshots",
 ]

@@ -424,7 +424,7 @@ class ScoringService:
             return None
         grades = np.asarray(assign_grades(readiness, self.policy, model_cutoffs=self.model.grade_cutoffs), dtype=str)
         handoff_grades = GRADES[: GRADES.index(self.policy.min_grade_for_handoff) + 1]
-        return np.isin(grades, list(self.explain_grades)) | np.isin(grades, list(handoff_grades))
+        return np.isin(grades, [*self.explain_grades, *handoff_grades])
 
     def decide(
         self, lead_ids: np.ndarray, readiness: np.ndarray, score: np.ndarray, now: datetime

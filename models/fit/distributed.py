@@ -41,9 +41,10 @@ from typing import Any, cast
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from scipy.special import expit, log_softmax
 
-from features.spec import ID_COLUMNS, LABEL_COLUMNS, read_feature_table
+from features.spec import ID_COLUMNS, LABEL_COLUMNS, FeatureSpec, read_feature_spec
 from models.fit.encoding import FeatureEncoder, add_category_counts, category_counts
 
 _PART, _POS = "_part", "_pos"
@@ -150,10 +151,11 @@ class DaskFeaturePartitions:
         keys = keys.sort_values(SORT_COLUMNS, ignore_index=True, kind="stable")
         return cls(client, paths, keys)
 
-    def spec_and_schema(self) -> tuple[Any, pd.DataFrame]:
-        """The feature spec and an empty frame with the table's columns and dtypes (from the first partition)."""
-        frame, spec = read_feature_table(self.paths[0])
-        return spec, frame.iloc[:0]
+    def spec_and_schema(self) -> tuple[FeatureSpec, pd.DataFrame]:
+        """The feature spec and an empty frame with the table's columns and dtypes (the first partition's
+        Parquet schema and metadata only: no row is read)."""
+        path = self.paths[0]
+        return read_feature_spec(path), pq.read_schema(path).empty_table().to_pandas()
 
     def _positions(self, index: pd.Index) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """For each partition: (positions within it, the global index labels) of the rows in ``index``."""
@@ -166,7 +168,8 @@ class DaskFeaturePartitions:
     def rows(self, index: pd.Index, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """The rows with global labels ``index`` (all columns, or ``columns``), pulled to the client, in that order."""
         if len(index) == 0:
-            return self.spec_and_schema()[1] if columns is None else self.spec_and_schema()[1][list(columns)]
+            empty = self.spec_and_schema()[1]
+            return empty if columns is None else empty[list(columns)]
         where = self._positions(index)
         futures = [
             self.client.submit(take_part_rows, self.paths[p], pos, columns, pure=False) for p, (pos, _) in where.items()

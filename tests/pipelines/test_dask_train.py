@@ -9,17 +9,9 @@ import yaml
 from typer.testing import CliRunner
 
 from pipelines.cli import app
+from tests.pipelines.test_cli_monitor import FAST_CONFIG  # few boosting rounds, no plots
 
 runner = CliRunner()
-
-FAST_CONFIG = {
-    "version": 1,
-    "train": {
-        "readiness": {"num_boost_round": 60, "early_stopping_rounds": 10},
-        "stage": {"num_boost_round": 30, "early_stopping_rounds": 10},
-        "evaluation": {"plots": False, "shap_sample_rows": 200},
-    },
-}
 
 
 @pytest.fixture(scope="module")
