@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -30,6 +31,20 @@ class ProspectHistory:
     leads: pd.DataFrame
     activities: pd.DataFrame
     stage_history: pd.DataFrame
+
+    def of_leads(self, lead_ids: Iterable[str]) -> ProspectHistory:
+        """The same history restricted to ``lead_ids`` (rows keep their order; unknown ids are ignored)."""
+        wanted = pd.Index(list(lead_ids), dtype=object)
+
+        def keep(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[frame["lead_id"].isin(wanted)].reset_index(drop=True)
+
+        return ProspectHistory(
+            contract=self.contract,
+            leads=keep(self.leads),
+            activities=keep(self.activities),
+            stage_history=keep(self.stage_history),
+        )
 
     @property
     def span(self) -> tuple[pd.Timestamp, pd.Timestamp]:

@@ -132,8 +132,7 @@ class DaskPartitionRunner:
 
     Tasks are ``pure=False`` (a retry recomputes) with ``retries`` after an exception; a result lost with
     its worker is recomputed by the scheduler from the task graph (a partition's scoring task only reads
-    files). Values passed between tasks (the encoded rows of a partition) stay on the workers: a task that
-    takes a handle runs where its value is.
+    files).
     """
 
     def __init__(self, client: Any, *, retries: int = 2) -> None:
@@ -150,7 +149,16 @@ class DaskPartitionRunner:
         return self.client.submit(fn, *args, key=f"{key}-{uuid.uuid4().hex[:8]}", retries=self.retries, pure=False)
 
     def gather(self, handles: Any) -> list[Any]:
-        return list(self.client.gather(list(handles))) if handles else []
+        # As each task ends, not all at the end: a worker then holds only the results not fetched yet.
+        from distributed import as_completed
+
+        handles = list(handles)
+        position = {handle.key: i for i, handle in enumerate(handles)}
+        values: list[Any] = [None] * len(handles)
+        for future, value in as_completed(handles, with_results=True):
+            values[position[future.key]] = value
+            future.release()
+        return values
 
     def release(self, handles: Any) -> None:
         for handle in handles:

@@ -7,17 +7,19 @@ pass (:meth:`serving.service.ScoringService.score_encoded`) along what each step
 1. **per partition, on a worker** (:func:`score_partition`): validate the partition
    (:func:`features.validation.load_history`), point-in-time features at ``as_of``
    (:func:`features.build.build_features`), encode, readiness / score / stage, and needs. All of these
-   are row-wise: a lead's row depends only on its own events and the model. The encoded rows of the
-   leads that may be explained stay in the worker's memory (with grades from the model's or fixed
-   cut-offs, those graded in ``explain_grades`` or at least ``min_grade_for_handoff``; under capacity
-   grading every row); only the scores come back (one small row per open lead).
+   are row-wise: a lead's row depends only on its own events and the model. Only the scores come back
+   (one small row per open lead), fetched as each task ends; nothing stays on the worker.
 2. **on the client, over the whole population** (:meth:`~serving.service.ScoringService.decide`): grades
    (``capacity`` grading ranks all leads scored together), trends and cool-downs from the store's history,
    the handoff decisions with the weekly capacity. The rows are put in the single-machine order first
    (by ``lead_id``, as :func:`features.build.build_features` sorts them), so every decision is the one
    the single-machine pass makes.
-3. **per partition, on the same worker**: reasons and next-best actions for the rows that get them
-   (grades in ``explain_grades`` and every handoff), from the encoded rows kept in step 1.
+3. **per partition, on any worker** (:func:`explain_partition`): reasons and next-best actions for the
+   rows that get them (grades in ``explain_grades`` and every handoff). Their features are built again
+   from the partition's files for those leads only (a fraction of the partition, so the build is short;
+   reading and validating the partition is the cost). Keeping the encoded rows on the workers between
+   the steps instead made a worker's memory grow with its share of the population (``docs/scale-out.md``);
+   rebuilding bounds it by one partition's task, and a worker lost between the steps loses nothing.
 4. **on the client**: one atomic :meth:`serving.stores.ScoreStore.write_batch` of all rows
    (:func:`serving.batch.write_scored_batch`, the single-machine code), then the optional export: a
    ``.parquet``/``.csv`` file, or a directory of ``part-NNNNN.parquet`` files split by the data's
@@ -84,10 +86,10 @@ class PartitionRunner(Protocol):
         """Run ``fn(*args)`` (handles among ``args`` are resolved to their values); a handle of its result."""
 
     def gather(self, handles: Sequence[Any]) -> list[Any]:
-        """The values of ``handles``, in order."""
+        """The values of ``handles``, in order; each handle is released as soon as its value is fetched."""
 
     def release(self, handles: Sequence[Any]) -> None:
-        """Forget ``handles`` (their values may be dropped)."""
+        """Forget ``handles`` (their values may be dropped; tasks not finished yet may be cancelled)."""
 
 
 class InlineRunner:
@@ -129,38 +131,31 @@ class Scorer:
 
 @dataclass
 class PartScores:
-    """Step 1 of one partition: kept on its worker (``encoded`` is the wide part)."""
+    """Step 1 of one partition: one small row per open lead (what comes back to the client)."""
 
     index: int
     lead_ids: np.ndarray
-    encoded: np.ndarray
     outputs: dict[str, np.ndarray]
     needs: list[list[str]]
-    #: positions (ascending) of the rows ``encoded`` holds; ``None``: every row
-    kept: np.ndarray | None = None
 
-    def light(self) -> PartScores:
-        """The same without the encoded rows: what goes back to the client."""
-        return PartScores(
-            self.index,
-            self.lead_ids,
-            self.encoded[:0],
-            self.outputs,
-            self.needs,
-            self.kept[:0] if self.kept is not None else None,
-        )
 
-    def encoded_rows(self, rows: np.ndarray) -> np.ndarray:
-        """The encoded rows at ``rows`` (positions in the partition), which must have been kept."""
-        if self.kept is None:
-            return self.encoded[rows]
-        at = np.searchsorted(self.kept, rows)
-        if len(rows) and (at.max() >= len(self.kept) or not np.array_equal(self.kept[at], rows)):
-            raise RuntimeError(
-                f"partition {self.index}: rows to explain that were not kept as explain candidates "
-                "(the grade of a kept row must follow from its readiness alone)"
-            )
-        return self.encoded[at]
+def _features_at(
+    part_dir: Path,
+    scorer: Scorer,
+    contract: Contract,
+    now: pd.Timestamp,
+    as_of: pd.Timestamp,
+    data_end: pd.Timestamp,
+    lead_ids: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Point-in-time features at ``as_of`` of a partition's open leads (only ``lead_ids`` when given)."""
+    history = load_history(part_dir, contract, now=now).history
+    if lead_ids is not None:
+        history = history.of_leads(lead_ids.tolist())
+    if len(history.leads) == 0:
+        return pd.DataFrame()
+    frame, _ = build_features(history, [as_of], scorer.service().feature_config, data_end=data_end)
+    return frame
 
 
 def score_partition(
@@ -173,37 +168,44 @@ def score_partition(
 ) -> PartScores:
     """Step 1 of the module docstring for one partition (the single-machine functions, on its leads only)."""
     index, part_dir = item
-    service = scorer.service()
-    model = scorer.model
-    history = load_history(part_dir, contract, now=now).history
-    n_features = len(model.feature_names)
-    if len(history.leads):
-        frame, _ = build_features(history, [as_of], service.feature_config, data_end=data_end)
-    else:
-        frame = pd.DataFrame()
+    frame = _features_at(part_dir, scorer, contract, now, as_of, data_end)
     if len(frame) == 0:
-        return PartScores(index, np.empty(0, dtype=object), np.empty((0, n_features)), {}, [])
+        return PartScores(index, np.empty(0, dtype=object), {}, [])
     ids = frame["lead_id"].astype(str).to_numpy(dtype=object)
-    encoded = model.encode(frame)
+    encoded = scorer.model.encode(frame)
     del frame
-    outputs = model.outputs_from_encoded(encoded)
-    needs = service.explainer.needs_from_encoded(encoded)
-    # Only the rows that may be explained stay on the worker until step 3 (all of them under capacity grading).
-    candidates = service.explain_candidates(outputs["readiness"])
-    if candidates is None:
-        return PartScores(index, ids, encoded, outputs, needs)
-    return PartScores(index, ids, encoded[candidates], outputs, needs, np.flatnonzero(candidates))
-
-
-def _light(part: PartScores) -> PartScores:
-    return part.light()
+    outputs = scorer.model.outputs_from_encoded(encoded)
+    return PartScores(index, ids, outputs, scorer.service().explainer.needs_from_encoded(encoded))
 
 
 def explain_partition(
-    part: PartScores, rows: np.ndarray, scorer: Scorer
+    item: tuple[int, Path],
+    lead_ids: np.ndarray,
+    readiness: np.ndarray,
+    scorer: Scorer,
+    contract: Contract,
+    now: pd.Timestamp,
+    as_of: pd.Timestamp,
+    data_end: pd.Timestamp,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any] | None]]:
-    """Step 3 for one partition: reasons and next-best actions of its ``rows`` (positions in the partition)."""
-    return scorer.service().explain_rows(part.encoded_rows(rows), part.outputs["readiness"][rows])
+    """Step 3 for one partition: reasons and next-best actions of ``lead_ids`` (ascending, as step 1 ordered them).
+
+    Their features are built again from the partition's files, for these leads only: a row depends on its
+    lead's own events (and ``data_end``) alone, so it equals the row step 1 scored. Nothing is kept on a
+    worker between the steps, so its memory is bounded by one partition's task whatever the population.
+
+    Raises:
+        RuntimeError: the rebuilt rows are not those of ``lead_ids`` (the data changed between the steps).
+    """
+    frame = _features_at(item[1], scorer, contract, now, as_of, data_end, lead_ids)
+    rebuilt = frame["lead_id"].astype(str).to_numpy(dtype=object) if len(frame) else np.empty(0, dtype=object)
+    if not np.array_equal(rebuilt, np.asarray(lead_ids, dtype=object)):
+        raise RuntimeError(
+            f"partition {item[0]} ({item[1]}): {len(lead_ids)} leads to explain, but rebuilding their features "
+            f"from its files gave {len(rebuilt)} rows that do not match them; was the data changed while the "
+            "batch ran? Score the batch again."
+        )
+    return scorer.service().explain_rows(scorer.model.encode(frame), readiness)
 
 
 def _validate(item: tuple[int, Path], contract: Contract, now: pd.Timestamp, quarantine: Path | None) -> PartitionStats:
@@ -264,7 +266,6 @@ def score_partitioned_batch(
         for i, item in enumerate(items)
     ]
     stats: list[PartitionStats] = run.gather(handles)
-    run.release(handles)
     merge_reports(data_dir, contract, now_ts, [s.report for s in stats]).check()
     filled = [s for s in stats if s.n_leads]
     data_end = max((s.data_end for s in filled if s.data_end is not None), default=None)
@@ -276,25 +277,22 @@ def score_partitioned_batch(
     step(f"features and scores as of {ts.isoformat()}, {len(filled)} partitions")
     t = time.perf_counter()
     scorer = run.share(Scorer(model, model_info, policy, tuple(explain_grades)))
-    kept = [
-        run.submit(
-            score_partition,
-            (s.index, layout.part_dir(s.index)),
-            scorer,
-            contract,
-            now_ts,
-            ts,
-            data_end,
-            key=f"leadscore-score-{s.index}",
-        )
-        for s in filled
-    ]
+    handles = []
     try:
-        light_handles = [
-            run.submit(_light, h, key=f"leadscore-scores-{s.index}") for h, s in zip(kept, filled, strict=True)
+        handles = [
+            run.submit(
+                score_partition,
+                (s.index, layout.part_dir(s.index)),
+                scorer,
+                contract,
+                now_ts,
+                ts,
+                data_end,
+                key=f"leadscore-score-{s.index}",
+            )
+            for s in filled
         ]
-        parts: list[PartScores] = run.gather(light_handles)
-        run.release(light_handles)
+        parts: list[PartScores] = run.gather(handles)
         timings["score_partitions"] = time.perf_counter() - t
         n = sum(len(p.lead_ids) for p in parts)
         if n == 0:
@@ -319,20 +317,28 @@ def score_partitioned_batch(
         cat_mask = np.empty(n, dtype=bool)
         cat_mask[order] = mask
         offsets = np.cumsum([0] + [len(p.lead_ids) for p in parts])
-        by_index = {p.index: k for k, p in enumerate(parts)}
-        explain_handles, explain_rows = [], []
-        for h, s in zip(kept, filled, strict=True):
-            k = by_index[s.index]
+        handles, explain_rows = [], []
+        for k, part in enumerate(parts):
             rows = np.flatnonzero(cat_mask[offsets[k] : offsets[k + 1]])
             if len(rows):
-                explain_handles.append(
-                    run.submit(explain_partition, h, rows, scorer, key=f"leadscore-explain-{s.index}")
+                handles.append(
+                    run.submit(
+                        explain_partition,
+                        (part.index, layout.part_dir(part.index)),
+                        part.lead_ids[rows],
+                        part.outputs["readiness"][rows],
+                        scorer,
+                        contract,
+                        now_ts,
+                        ts,
+                        data_end,
+                        key=f"leadscore-explain-{part.index}",
+                    )
                 )
                 explain_rows.append(offsets[k] + rows)
-        explained = run.gather(explain_handles)
-        run.release(explain_handles)
+        explained = run.gather(handles)
     finally:
-        run.release(kept)
+        run.release(handles)
         run.release([scorer])
     cat_reasons: list[dict[str, Any] | None] = [None] * n
     cat_actions: list[dict[str, Any] | None] = [None] * n

@@ -69,7 +69,6 @@ from models.explain.reasons import CounterfactualAction, Explainer
 from models.fit.scoring import ScoringModel
 from serving.lead_states import EachScored, LeadStates
 from serving.policy import (
-    GRADES,
     CapacityGrading,
     HandoffPolicy,
     assign_grades,
@@ -411,20 +410,6 @@ class ScoringService:
             policy_version=policy.policy_version,
             timings=timings,
         )
-
-    def explain_candidates(self, readiness: np.ndarray) -> np.ndarray | None:
-        """The rows a batch pass (``explain="top"``) may explain, known from each row alone; ``None`` if not.
-
-        With row-wise grading (probability or model cut-offs) a grade depends on the row's readiness only,
-        and a row gets reasons only when its grade is in ``explain_grades`` or it is handed off, which needs
-        at least ``min_grade_for_handoff``. The partitioned batch keeps the encoded rows of these candidates
-        only, between scoring and explaining. Capacity grading ranks the whole population: ``None``.
-        """
-        if isinstance(self.policy.grading, CapacityGrading):
-            return None
-        grades = np.asarray(assign_grades(readiness, self.policy, model_cutoffs=self.model.grade_cutoffs), dtype=str)
-        handoff_grades = GRADES[: GRADES.index(self.policy.min_grade_for_handoff) + 1]
-        return np.isin(grades, [*self.explain_grades, *handoff_grades])
 
     def decide(
         self, lead_ids: np.ndarray, readiness: np.ndarray, score: np.ndarray, now: datetime

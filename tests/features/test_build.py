@@ -774,6 +774,27 @@ def test_converted_only_depends_on_stage_entries_in_the_label_window(data):
     pd.testing.assert_series_equal(f1["days_to_conversion"][in_window], f2["days_to_conversion"][in_window])
 
 
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_a_leads_rows_depend_on_its_own_events_only(data):
+    # What a partition's build and the partitioned batch's explain step (a few leads) rely on.
+    leads, acts, stages = _random_history(data.draw)
+    history = make_history(leads, acts, stages)
+    dates = sorted(
+        {BASE + pd.Timedelta(hours=h) for h in data.draw(st.lists(st.integers(0, 24 * 30), min_size=1, max_size=3))}
+    )
+    ids = [r["lead_id"] for r in leads]
+    some = data.draw(st.lists(st.sampled_from(ids), unique=True, max_size=len(ids)), label="leads kept")
+    part = history.of_leads(some)
+    assert set(part.leads["lead_id"]) == set(some) and set(part.activities["lead_id"]) <= set(some)
+    assert len(part.stage_history) == sum(s["lead_id"] in some for s in stages)
+    whole, spec = build_features(history, dates, PROP_CONFIG)
+    got, _ = build_features(part, dates, PROP_CONFIG, data_end=history.span[1]) if some else (whole[:0], spec)
+    event(f"rows kept: {min(len(got), 3)}{'+' if len(got) >= 3 else ''}")
+    expected = whole[whole["lead_id"].isin(some)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_exact=True)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_matches_the_brute_force_reference(data):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.build import build_features
 from features.partitioned import partition_data_dir, partition_of
 from features.validation import load_history
 from serving.batch import score_batch
@@ -105,10 +106,7 @@ def test_workers_killed_while_scoring_and_explaining_give_the_same_batch(
     from serving.partitioned_batch import explain_partition, score_partition
 
     class KillingRunner(DaskPartitionRunner):
-        """The first scoring task and the first explaining task each kill their worker process outright.
-
-        The second kill also loses the encoded rows that worker kept from step 1: the scheduler recomputes them.
-        """
+        """The first scoring task and the first explaining task each kill their worker process outright."""
 
         def submit(self, fn, *args, key):
             if fn not in (score_partition, explain_partition):
@@ -215,9 +213,11 @@ def test_score_refuses_cluster_on_plain_data_and_backfill_on_partitions(sim: Sim
     assert "partitioned data directory yet" in refused("--data", str(parts), "--backfill", "2")
 
 
-def test_a_partition_keeps_only_its_explain_candidates_under_row_wise_grading(
-    sim: SimulatedScoring, parts: Path
+def test_explaining_a_partition_rebuilds_the_rows_it_scored_for_those_leads_only(
+    sim: SimulatedScoring, parts: Path, tmp_path: Path
 ) -> None:
+    import shutil
+
     from features.contract import Contract
     from features.partitioned import PartitionedLayout
     from serving.partitioned_batch import Scorer, explain_partition, score_partition
@@ -226,16 +226,53 @@ def test_a_partition_keeps_only_its_explain_candidates_under_row_wise_grading(
     as_of = pd.Timestamp(sim.data_end).floor("s")
     args = (Contract.load(parts), NOW, as_of, pd.Timestamp(sim.data_end))
     scorer = Scorer(sim.model, Info(), model_mode_policy())
-    part = score_partition((0, layout.part_dir(0)), scorer, *args)
-    assert part.kept is not None and 0 < len(part.kept) < len(part.lead_ids) == len(part.outputs["readiness"])
-    assert part.encoded.shape[0] == len(part.kept)
-    grades = scorer.service().explain_candidates(part.outputs["readiness"])
-    assert grades is not None and np.array_equal(np.flatnonzero(grades), part.kept)
-    reasons, _ = explain_partition(part, part.kept[:3], scorer)
-    assert len(reasons) == 3
-    dropped = np.setdiff1d(np.arange(len(part.lead_ids)), part.kept)[:1]
-    with pytest.raises(RuntimeError, match="not kept"):
-        explain_partition(part, dropped, scorer)
-    # Capacity grading ranks the whole population: every row stays.
-    capacity = Scorer(sim.model, Info(), capacity_policy())
-    assert score_partition((0, layout.part_dir(0)), capacity, *args).kept is None
+    item = (0, layout.part_dir(0))
+    part = score_partition(item, scorer, *args)
+    assert len(part.lead_ids) == len(part.outputs["readiness"]) == len(part.needs) > 10
+    rows = np.array([1, 4, 7])
+    readiness = part.outputs["readiness"][rows]
+    reasons, actions = explain_partition(item, part.lead_ids[rows], readiness, scorer, *args)
+    # the same reasons as explaining the whole partition's encoded rows (the single-machine pass)
+    frame, _ = build_features(
+        load_history(item[1], args[0], now=NOW).history, [as_of], scorer.service().feature_config, data_end=args[3]
+    )
+    whole = sim.model.encode(frame)
+    assert (reasons, actions) == scorer.service().explain_rows(whole[rows], readiness)
+    assert len(reasons) == 3 and all(r for r in reasons)
+    # leads that are not (or no longer) in the partition: refused, never explained with other rows
+    with pytest.raises(RuntimeError, match=r"partition 0 .*3 leads to explain, but .* gave 2 rows that do not match"):
+        explain_partition(
+            item, np.array([*part.lead_ids[rows[:2]], "no-such-lead"], dtype=object), readiness, scorer, *args
+        )
+    moved = tmp_path / "part"
+    shutil.copytree(item[1], moved)
+    assert explain_partition((0, moved), part.lead_ids[rows], readiness, scorer, *args) == (reasons, actions)
+
+
+def test_a_worker_holds_no_scored_partition_while_explaining(
+    sim: SimulatedScoring, parts: Path, client, tmp_path: Path
+) -> None:
+    from pipelines.dask_runner import DaskPartitionRunner
+    from serving.partitioned_batch import explain_partition
+
+    def leadscore_keys(dask_scheduler) -> list[str]:
+        return [str(k) for k in dask_scheduler.tasks if str(k).startswith("leadscore-")]
+
+    held_at_explain: list[list[str]] = []
+
+    class Watching(DaskPartitionRunner):
+        def submit(self, fn, *args, key):
+            if fn is explain_partition:
+                held_at_explain.append(client.run_on_scheduler(leadscore_keys))
+            return super().submit(fn, *args, key=key)
+
+    with ScoreStore(f"sqlite:///{tmp_path / 'd.db'}") as store:
+        score_partitioned_batch(
+            parts, sim.model, Info(), model_mode_policy(), store, scored_at=T0, runner=Watching(client), now=NOW
+        )
+    assert len(held_at_explain) == 3
+    # when an explain task is sent, the scores of every partition were fetched and forgotten: only the
+    # shared model (and the explain tasks sent before) are on the cluster
+    for held in held_at_explain:
+        assert not [k for k in held if k.startswith(("leadscore-score-", "leadscore-validate-"))], held
+    assert client.run_on_scheduler(leadscore_keys) == []
