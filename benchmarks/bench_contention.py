@@ -9,6 +9,10 @@ leads of the demo data (open and not open), on ``POST /v2/score`` (one result pe
   window (each restarted if it finishes early). The training goes to a scratch home (its own MLflow
   store), so it promotes nothing into the served registry; the scoring writes batches into the store the
   service reads, as the nightly job does;
+  The jobs run as a user's would, so at ``LEADSCORE_BATCH_NICE`` (default 10: each lowers its own CPU
+  priority and, leading its own session here as under systemd, its scheduler autogroup's);
+- ``contention-nice0`` (not run by default): the same with ``LEADSCORE_BATCH_NICE=0``, the jobs at full
+  priority (what every command did before the setting existed);
 - ``contention-niced`` (not run by default): the same with the batch jobs at ``nice -n 19`` (and their
   scheduler autogroup at nice 19, without which nice does not rank them against the server);
 - ``promotion``: halfway through, a new version of the champion is registered and the alias moved to it;
@@ -78,7 +82,7 @@ from bench_endpoint import (
     wait_http,
 )
 
-SCENARIOS = ("alone", "contention", "promotion", "contention-niced")
+SCENARIOS = ("alone", "contention", "promotion", "contention-niced", "contention-nice0")
 DEFAULT_SCENARIOS = ("alone", "contention", "promotion")
 STARTED: list[subprocess.Popen[bytes]] = []  # every batch job started: all stopped at the end, whatever happens
 
@@ -275,10 +279,11 @@ async def scenario(
     jobs: Jobs | None = None
     extra: dict[str, Any] = {}
     load_before = os.getloadavg()
-    if name in ("contention", "contention-niced"):
+    if name in ("contention", "contention-niced", "contention-nice0"):
         scratch = ctx["workdir"] / "contention-home"
+        job_env = {**ctx["env"], "LEADSCORE_BATCH_NICE": "0"} if name == "contention-nice0" else ctx["env"]
         train_env = {
-            **ctx["env"],
+            **job_env,
             "LEADSCORE_HOME": str(scratch),
             "LEADSCORE_MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",
         }
@@ -288,7 +293,7 @@ async def scenario(
         jobs = Jobs(
             [
                 ("train", [*nice, leadscore, "train", "--data", data, "--work-dir", str(scratch / "work")], train_env),
-                ("score", [*nice, leadscore, "score", "--data", data], ctx["env"]),
+                ("score", [*nice, leadscore, "score", "--data", data], job_env),
             ],
             ctx["workdir"],
             nice=bool(nice),

@@ -30,6 +30,18 @@ IO_TASK: dict[str, Any] = {
 }
 
 
+def lower_batch_priority() -> None:
+    """A flow run's first step: lower this process' CPU priority to ``LEADSCORE_BATCH_NICE``.
+
+    The ``leadscore`` commands do it before anything else; this covers flow runs started by a Prefect
+    worker or ``deploy --serve``, which do not go through the command line.
+    """
+    from pipelines.runtime import lower_cpu_priority
+    from pipelines.settings import get_settings
+
+    lower_cpu_priority(get_settings().batch_nice)
+
+
 @dataclass
 class BuildFeaturesSummary:
     """What ``build-features`` did, for the CLI and for callers."""

@@ -35,7 +35,7 @@ from models.package.registry import ModelRegistry, PromotionDecision
 from models.package.tracking import TrackingTarget, TrainingRun, configure_mlflow, log_training_result
 from pipelines.config import ProjectConfig
 from pipelines.dask_runner import open_cluster
-from pipelines.flow_parts import IO_TASK, BuildFeaturesSummary
+from pipelines.flow_parts import IO_TASK, BuildFeaturesSummary, lower_batch_priority
 from pipelines.partitioned import (
     WHOLE_HISTORY_SAMPLE_LEADS,
     build_partitioned_features_flow,
@@ -260,6 +260,7 @@ def train_flow(
     (:mod:`models.fit.distributed`), without it the partitions are built here and read as one table.
     The summary's ``decision.guardrail`` names the one that kept the champion (None when promoted).
     """
+    lower_batch_priority()
     config = config or ProjectConfig()  # None (e.g. a scheduled deployment): the shipped defaults
     partitioned = is_partitioned(data_dir)
     if cluster is not None and not partitioned:
@@ -391,6 +392,7 @@ def score_batch_flow(
     ``local[:N]``), else in this process; it stores the batch the single-machine path stores. ``out`` may
     then also be a directory for ``part-NNNNN.parquet`` files. No backfill on partitioned data yet.
     """
+    lower_batch_priority()
     from features.partitioned import is_partitioned
 
     if is_partitioned(data_dir):
@@ -550,6 +552,7 @@ def monitor_flow(
     (read where the flow runs, so a deployment needs no secret in its parameters). An alert does not fail the
     run: the result says ``status: alert`` (``leadscore monitor`` exits 1 on it).
     """
+    lower_batch_priority()
     from pipelines.settings import get_settings
 
     settings = get_settings() if result_dir is None or webhook_url is None else None
@@ -674,6 +677,7 @@ def report_flow(
     Without ``data_dir`` the report renders without matured outcomes, campaigns, sources and drift (each
     section says so). ``since`` (ISO date) limits batches, handoffs and touches to that period.
     """
+    lower_batch_priority()
     import time
 
     model, info = load_champion(tracking_uri, artifact_root, model_name, alias)

@@ -10,6 +10,8 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # Prefect must never phone home (runs offline in CI) and should run locally without a server.
@@ -38,6 +40,61 @@ def apply_runtime_defaults() -> None:
     """Set offline-friendly defaults for Prefect and MLflow unless the user set them."""
     for key, value in {**PREFECT_DEFAULTS, **OPENMP_DEFAULTS, **MLFLOW_DEFAULTS}.items():
         os.environ.setdefault(key, value)
+
+
+# --------------------------------------------------------------------------------------------
+# CPU priority of batch work (issue 15): on a machine that also runs ``leadscore serve``, a training or a
+# batch scoring takes every core it can, and the endpoint's p99 went from 7 ms alone to 560 ms next to
+# them (2 cores, docs/benchmarks-contention.md). At a lower priority they still get every idle cycle.
+
+_AUTOGROUP_ENABLED = Path("/proc/sys/kernel/sched_autogroup_enabled")
+_SELF_AUTOGROUP = Path("/proc/self/autogroup")
+
+
+@dataclass(frozen=True)
+class CpuPriority:
+    """What :func:`lower_cpu_priority` left this process at."""
+
+    nice: int
+    #: the scheduler autogroup's nice value when autogroups are on and this process leads its session
+    #: (then it was lowered too); ``None`` otherwise
+    autogroup_nice: int | None
+
+
+def lower_cpu_priority(nice: int) -> CpuPriority:
+    """Lower this process' CPU priority to at least ``nice`` (0-19; never raises it back).
+
+    The children started after it (Prefect's temporary server, Dask's local workers, LightGBM's threads)
+    inherit it. With the kernel's scheduler autogroups on (``sched_autogroup_enabled``, the default of
+    desktop and many server kernels), a nice value only ranks a process within its session, so a process
+    that leads its own session (a systemd service, a job started with ``setsid``, a Prefect flow run in a
+    session of its own) also lowers its session's autogroup. Where this is not enough (a command started
+    from a shell shares the shell's session), run the batch jobs under a lower cgroup CPU weight
+    (systemd ``CPUWeight=``, Kubernetes CPU requests): see ``docs/operations.md``.
+
+    Raises:
+        ValueError: ``nice`` outside 0-19.
+    """
+    if not 0 <= nice <= 19:
+        raise ValueError(f"CPU nice value {nice}: expected 0 (unchanged) to 19 (lowest priority)")
+    current = os.nice(0)
+    if nice > current:
+        current = os.nice(nice - current)
+    return CpuPriority(current, _lower_autogroup(nice))
+
+
+def _lower_autogroup(nice: int) -> int | None:
+    try:
+        if _AUTOGROUP_ENABLED.read_text().strip() != "1" or os.getsid(0) != os.getpid():
+            return None
+        # "/autogroup-85 nice 0"
+        group_nice = int(_SELF_AUTOGROUP.read_text().split()[-1])
+        if nice > group_nice:
+            _SELF_AUTOGROUP.write_text(str(nice))
+            group_nice = nice
+        return group_nice
+    except (OSError, ValueError, IndexError):  # no /proc (not Linux), or a kernel without autogroups
+        return None
 
 
 # --------------------------------------------------------------------------------------------

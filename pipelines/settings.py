@@ -41,6 +41,15 @@ class Settings(BaseSettings):
         "existing scheduler, local or local:N for a LocalCluster of N worker processes. Default: no Dask.",
     )
 
+    batch_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="LEADSCORE_BATCH_NICE: the CPU nice value (0-19) every command but `serve` and `deploy`, and "
+        "every flow run, lowers itself to, so an endpoint on the same machine keeps its latency while they run "
+        "(docs/operations.md). 0 leaves the priority as started.",
+    )
+
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()

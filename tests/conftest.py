@@ -20,6 +20,9 @@ os.environ["DO_NOT_TRACK"] = "true"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Commands and flows run in-process would lower the test workers' CPU priority for good (a nice value is
+# not raised back); tests/pipelines/test_cpu_priority.py checks LEADSCORE_BATCH_NICE in child processes.
+os.environ["LEADSCORE_BATCH_NICE"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -22,13 +22,24 @@ console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 
+#: Commands that keep the priority they were started with: the endpoint, and ``deploy`` (its flow runs
+#: lower their own priority, see :func:`pipelines.flow_parts.lower_batch_priority`).
+FULL_PRIORITY_COMMANDS = frozenset({"serve", "deploy"})
+
+
 @app.callback()
-def _main() -> None:
+def _main(ctx: typer.Context) -> None:
     """Predictive lead scoring for the marketing -> sales handoff."""
-    from pipelines.runtime import apply_runtime_defaults, install_termination_handlers
+    from pipelines.runtime import apply_runtime_defaults, install_termination_handlers, lower_cpu_priority
 
     apply_runtime_defaults()
     install_termination_handlers()
+    if ctx.invoked_subcommand not in FULL_PRIORITY_COMMANDS:
+        from pipelines.settings import get_settings
+
+        with user_errors():  # a bad LEADSCORE_* value is a clear error (pydantic's is a ValueError)
+            nice = get_settings().batch_nice
+        lower_cpu_priority(nice)
 
 
 def guard_prefect() -> None:
