@@ -36,10 +36,18 @@ def lower_batch_priority() -> None:
     The ``leadscore`` commands do it before anything else; this covers flow runs started by a Prefect
     worker or ``deploy --serve``, which do not go through the command line.
     """
+    from prefect import get_run_logger
+
     from pipelines.runtime import lower_cpu_priority
     from pipelines.settings import get_settings
 
-    lower_cpu_priority(get_settings().batch_nice)
+    priority = lower_cpu_priority(get_settings().batch_nice)
+    group = (
+        "not lowered (not a session leader, or no autogroups)"
+        if priority.autogroup_nice is None
+        else priority.autogroup_nice
+    )
+    get_run_logger().info("CPU priority: nice %s, scheduler autogroup %s", priority.nice, group)
 
 
 @dataclass

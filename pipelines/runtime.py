@@ -87,7 +87,7 @@ def _lower_autogroup(nice: int) -> int | None:
     try:
         if _AUTOGROUP_ENABLED.read_text().strip() != "1" or os.getsid(0) != os.getpid():
             return None
-        # "/autogroup-85 nice 0"
+        # "/autogroup-85 nice 0"; empty for a process in no autogroup (the root task group: init's session)
         group_nice = int(_SELF_AUTOGROUP.read_text().split()[-1])
         if nice > group_nice:
             _SELF_AUTOGROUP.write_text(str(nice))

@@ -224,6 +224,21 @@ def _run(stack: Stack, spec: DeploymentSpec) -> dict[str, Any]:
     return dict(run)
 
 
+def _assert_ran_at_batch_priority(stack: Stack, run_id: str) -> None:
+    """The flow run lowered its CPU priority to the default LEADSCORE_BATCH_NICE (the stack's env has no
+    LEADSCORE_* setting) and, as the process worker starts each run in a session of its own, its session's
+    scheduler autogroup too (docs/operations.md section 8)."""
+    response = _api(
+        "POST", f"{stack.api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}
+    )
+    assert response.status_code == 200, response.text
+    lines = [log["message"] for log in response.json() if log["message"].startswith("CPU priority:")]
+    nice = max(os.nice(0), 10)  # the worker (and so its runs) starts at this test's nice value
+    autogroups = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    group = "10" if autogroups.exists() and autogroups.read_text().strip() == "1" else "not lowered"
+    assert len(lines) == 1 and lines[0].startswith(f"CPU priority: nice {nice}, scheduler autogroup {group}"), lines
+
+
 def _model_versions(stack: Stack) -> int:
     from mlflow import MlflowClient
 
@@ -309,5 +324,6 @@ def test_deployment_runs_on_a_real_server(stack: Stack, spec: DeploymentSpec) ->
         f"not 1; flow runs so far: {stack.done}; model versions: {_version_lineage(stack)}\n"
         f"worker log:\n{stack.log_tail('worker', 80)}"
     )
+    _assert_ran_at_batch_priority(stack, run["id"])
     if spec.key == "train":  # the new version is this flow run's, not a stray one's
         assert [fr for _, fr in _version_lineage(stack)].count(run["id"]) == 1, _version_lineage(stack)
