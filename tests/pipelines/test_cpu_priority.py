@@ -124,3 +124,32 @@ def test_a_bad_leadscore_batch_nice_is_a_clear_error(tmp_path: Path, value: str)
     got = cli(["validate", "--data", str(tmp_path)], {"LEADSCORE_HOME": str(tmp_path), "LEADSCORE_BATCH_NICE": value})
     assert got["code"] == 2 and "batch_nice" in got["output"] and "Traceback" not in got["output"]
     assert got["nice"] == BASE
+
+
+EARLY = """
+    import json, sys
+    import pipelines.runtime as runtime
+    from typer.testing import CliRunner
+
+    seen = {}
+    lower = runtime.lower_cpu_priority
+    HEAVY = ("pandas", "numpy", "scipy", "sklearn", "prefect", "mlflow")
+
+    def spy(nice):
+        seen["heavy"] = sorted(m for m in HEAVY if m in sys.modules)
+        return lower(nice)
+
+    runtime.lower_cpu_priority = spy
+    from pipelines.cli import app
+
+    result = CliRunner().invoke(app, sys.argv[1:])
+    print(json.dumps({"code": result.exit_code, "heavy": seen.get("heavy")}))
+"""
+
+
+def test_a_batch_command_lowers_its_priority_before_importing_the_data_stack(tmp_path: Path) -> None:
+    # Those imports cost a job 1.5 s of CPU; at full priority next to the endpoint they stalled it for up to
+    # 4 s at every job start (docs/benchmarks-contention.md).
+    code = EARLY.replace("sys.argv[1:]", repr(["validate", "--data", str(tmp_path / "missing")]))
+    got = child(code, new_session=True, env={"LEADSCORE_HOME": str(tmp_path), "LEADSCORE_BATCH_NICE": "3"})
+    assert got["code"] == 2 and got["heavy"] == []

@@ -1,17 +1,16 @@
-"""The CRM endpoint (serving/app.py) and the champion hot swap (serving/model_watch.py).
+"""The CRM endpoint (serving/app.py): keys, operations, scoring, payload limits, errors, batch scores,
+handoffs and feedback, per-item results, inputs found by fuzzing, CORS and rate limits.
 
-One small simulated data set and one real trained model (registered in the session's MLflow store) are
-shared by the whole module; each app under test loads the registered pyfunc through the real lifespan.
+Each app under test loads the registered pyfunc of the shared ``trained`` model (tests/serving/conftest.py)
+through the real lifespan; the champion hot swap and the service's lifecycle are in test_app_lifecycle.py.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,165 +19,37 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from features.history import ProspectHistory
-from models.package.bundle import LoadedModelInfo
-from models.package.tracking import TrackingTarget
-from serving.app import ServiceConfig, create_app
-from serving.auth import ApiKeyring, parse_api_keys
-from serving.model_watch import ChampionWatcher
-from serving.policy import HandoffPolicy, load_policy
+from serving.app import create_app
 from serving.schemas import Prediction
 from serving.schemas.results import ScoreResultsResponse
 from serving.stores import ScoreStore
-from tests.models.mlflow_fixtures import mlflow_target  # noqa: F401  (session fixture)
-
-KEY = "test-key-0123456789abcdef"
-OTHER_KEY = "unknown-key-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-MAX_BODY = 64 * 1024
-
-
-# -- shared data and model -------------------------------------------------------------------------
-@dataclass
-class Trained:
-    data: Path
-    history: ProspectHistory
-    model: Any
-    model_name: str
-    tracking_uri: str
-    source: str  # artifact location of version 1 (new versions can point at it)
-    run_id: str
-    as_of: datetime
-    store_url: str
-    policy: HandoffPolicy
-    handed_off: list[tuple[str, str]]  # (lead_id, handoff_id) of the stored batch
-    open_ids: list[str]  # leads open at as_of (sorted)
-
-
-def _batch_frame(model: Any, features: pd.DataFrame, policy: HandoffPolicy) -> pd.DataFrame:
-    """A scores frame from the model's real outputs (the top 3 leads handed off)."""
-    arrays = model.predict_arrays(features)
-    n = len(features)
-    top = set(np.argsort(-arrays["readiness"])[:3].tolist())
-    labels = model.stage_labels
-    return pd.DataFrame(
-        {
-            "lead_id": features["lead_id"].astype(str).to_numpy(),
-            "readiness": arrays["readiness"],
-            "score": arrays["score"],
-            "grade": arrays["grade"].astype(str),
-            "stage": arrays["stage"].astype(str),
-            "stage_probabilities": [dict(zip(labels, row.tolist(), strict=True)) for row in arrays["stage_proba"]],
-            "trend": "new",
-            "handoff": [i in top for i in range(n)],
-            "handoff_rule": ["top 3 of the test batch" if i in top else "not in the top 3" for i in range(n)],
-        }
-    )
-
-
-EFFECTS = pd.DataFrame(
-    [
-        {
-            "kind": "action",
-            "campaign_id": "",
-            "action": "invite_to_webinar",
-            "activity_type": "webinar",
-            "segment": g,
-            "n_exposed": 100,
-            "estimate": e,
-            "ci_low": lo,
-            "ci_high": hi,
-        }
-        for g, e, lo, hi in (("all", 0.01, 0.001, 0.02), ("new", 0.02, 0.01, 0.03), ("mql", 0.03, -0.01, 0.07))
-    ]
+from tests.serving.app_support import (
+    AUTH,
+    MAX_BODY,
+    OTHER_KEY,
+    Trained,
+    batch_frame,
+    iso,
+    known_leads,
+    service_config,
 )
 
 
-def test_the_logged_run_carries_the_effect_table(trained: Trained, mlflow_target: TrackingTarget) -> None:  # noqa: F811
+def test_the_logged_run_carries_the_effect_table(trained: Trained) -> None:
+    from mlflow import MlflowClient
+
     from models.package.run_artifacts import load_effects
 
-    run_id = mlflow_target.client().get_model_version(trained.model_name, "1").run_id
-    table = load_effects(run_id, tracking_uri=mlflow_target.tracking_uri)
+    registry = MlflowClient(trained.tracking_uri, registry_uri=trained.tracking_uri)
+    run_id = registry.get_model_version(trained.model_name, "1").run_id
+    table = load_effects(run_id, tracking_uri=trained.tracking_uri)
     assert list(table["segment"]) == ["all", "new", "mql"] and list(table["campaign_id"]) == ["", "", ""]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, mlflow_target: TrackingTarget) -> Trained:  # noqa: F811
-    from features.build import build_features
-    from features.config import FeatureConfig
-    from features.simulator import generate
-    from features.snapshots import snapshot_dates
-    from features.validation import load_history
-    from models.fit.training import train_models
-    from models.package.tracking import log_training_result
-    from tests.models.conftest import fast_config
-
-    base = tmp_path_factory.mktemp("serving-app")
-    data = base / "data"
-    generate(2000, 3, data)
-    history = load_history(data).history
-    config = FeatureConfig()
-    frame, spec = build_features(history, snapshot_dates(history, 14), config)
-    result = train_models(frame, spec, fast_config())
-    # the effect estimates travel inside the one logged model (here a made-up table: webinars work for new leads)
-    result.model.effects = EFFECTS
-    name = f"serve-{uuid.uuid4().hex[:8]}"
-    run = log_training_result(mlflow_target, result, experiment="serving-tests", registered_model_name=name)
-    client = mlflow_target.client()
-    client.set_registered_model_alias(name, "champion", str(run.version))
-    source = client.get_model_version(name, str(run.version)).source
-
-    as_of = history.span[1].to_pydatetime().replace(microsecond=0)
-    latest, _ = build_features(history, [pd.Timestamp(as_of)], config)
-    policy = load_policy(None).model_copy(update={"horizon_days": result.model.horizon_days})
-    store_url = f"sqlite:///{base / 'store.db'}"
-    scores = _batch_frame(result.model, latest.head(40), policy)
-    with ScoreStore(store_url) as store:
-        store.write_batch(
-            scores, model_name=name, model_version=str(run.version), policy_version=policy.policy_version, as_of=as_of
-        )
-        page = store.handoff_queue(limit=10)
-    handed = [(r.lead_id, r.handoff_id) for r in page.items if r.handoff_id is not None]
-    assert len(handed) == 3
-    return Trained(
-        data=data,
-        history=history,
-        model=result.model,
-        model_name=name,
-        tracking_uri=mlflow_target.tracking_uri,
-        source=source,
-        run_id=run.run_id,
-        as_of=as_of,
-        store_url=store_url,
-        policy=policy,
-        handed_off=handed,
-        open_ids=sorted(latest["lead_id"].astype(str)),
-    )
-
-
-def _config(trained: Trained, **overrides: Any) -> ServiceConfig:
-    values: dict[str, Any] = {
-        "tracking_uri": trained.tracking_uri,
-        "model_name": trained.model_name,
-        "policy": trained.policy,
-        "store_url": trained.store_url,
-        "api_keys": ApiKeyring(parse_api_keys([f"crm:{KEY}"], source="test")),
-        "data_dir": trained.data,
-        "poll_seconds": 0,
-        "max_body_bytes": MAX_BODY,
-    }
-    values.update(overrides)
-    return ServiceConfig(**values)
-
-
-@pytest.fixture(scope="module")
 def client(trained: Trained) -> Iterator[TestClient]:
-    with TestClient(create_app(_config(trained)), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(service_config(trained)), raise_server_exceptions=False) as test_client:
         yield test_client
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # -- auth --------------------------------------------------------------------------------------------
@@ -254,17 +125,15 @@ def test_openapi_documents_routes_security_and_examples(client: TestClient, trai
 
 
 # -- scoring -----------------------------------------------------------------------------------------
-def _known_leads(trained: Trained, n: int) -> list[str]:
-    return trained.open_ids[:n]
 
 
 def test_score_by_id_matches_the_model_on_point_in_time_features(client: TestClient, trained: Trained) -> None:
     from features.build import build_features
     from features.config import FeatureConfig
 
-    ids = _known_leads(trained, 3)
+    ids = known_leads(trained, 3)
     response = client.post(
-        "/v1/score", headers=AUTH, json={"items": [{"lead_id": i} for i in ids], "as_of": _iso(trained.as_of)}
+        "/v1/score", headers=AUTH, json={"items": [{"lead_id": i} for i in ids], "as_of": iso(trained.as_of)}
     )
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
@@ -273,7 +142,7 @@ def test_score_by_id_matches_the_model_on_point_in_time_features(client: TestCli
     expected = trained.model.predict_arrays(frame.set_index("lead_id", drop=False).loc[ids])
     np.testing.assert_allclose([p["readiness"] for p in predictions], expected["readiness"], rtol=1e-9)
     assert all(p["model"] == {"name": trained.model_name, "version": "1"} for p in predictions)
-    assert all(p["as_of"] == _iso(trained.as_of) for p in predictions)
+    assert all(p["as_of"] == iso(trained.as_of) for p in predictions)
     for p in predictions:  # explain defaults to true: reasons and the next-best action are there
         positive, negative = p["reasons"]["positive"], p["reasons"]["negative"]
         assert 0 < len(positive) + len(negative) <= 10
@@ -305,9 +174,9 @@ def test_cached_by_id_requests_run_on_the_event_loop_with_the_same_answers(
         return await real(fn, *args, **kwargs)
 
     monkeypatch.setattr(app_module, "run_in_threadpool", counting)
-    lead = _known_leads(trained, 1)[0]
+    lead = known_leads(trained, 1)[0]
     body = {"items": [{"lead_id": lead}]}
-    with TestClient(create_app(_config(trained, store_check_seconds=2.0)), raise_server_exceptions=False) as c:
+    with TestClient(create_app(service_config(trained, store_check_seconds=2.0)), raise_server_exceptions=False) as c:
         assert gc.get_freeze_count() > 0  # the loaded model and libraries are out of the collector's way
         first = c.post("/v1/score", headers=AUTH, json=body)
         assert first.status_code == 200, first.text
@@ -323,7 +192,7 @@ def test_cached_by_id_requests_run_on_the_event_loop_with_the_same_answers(
         assert time.monotonic() - service._facts.checked_at <= 1.0, "the store facts refresher did not run"
         assert c.post("/v1/score", headers=AUTH, json=body).status_code == 200
         assert offloaded == []  # still fresh: no request waited for the store
-        explicit = c.post("/v1/score", headers=AUTH, json={**body, "as_of": _iso(trained.as_of)})
+        explicit = c.post("/v1/score", headers=AUTH, json={**body, "as_of": iso(trained.as_of)})
         assert explicit.status_code == 200 and offloaded == ["_score_records"]  # an explicit as_of builds features
     a, b = first.json()["predictions"][0], second.json()["predictions"][0]
     Prediction.model_validate(b)
@@ -333,7 +202,7 @@ def test_cached_by_id_requests_run_on_the_event_loop_with_the_same_answers(
 
 
 def test_score_without_explain_has_no_reasons(client: TestClient, trained: Trained) -> None:
-    lead = _known_leads(trained, 1)[0]
+    lead = known_leads(trained, 1)[0]
     response = client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": lead}], "explain": False})
     assert response.status_code == 200, response.text
     prediction = response.json()["predictions"][0]
@@ -343,11 +212,11 @@ def test_score_without_explain_has_no_reasons(client: TestClient, trained: Train
 def test_lead_not_open_at_as_of_is_422_naming_the_item(client: TestClient, trained: Trained) -> None:
     leads = trained.history.leads
     closed = sorted(set(leads.loc[leads["created_at"] < trained.as_of, "lead_id"]) - set(trained.open_ids))[0]
-    open_lead = _known_leads(trained, 1)[0]
+    open_lead = known_leads(trained, 1)[0]
     response = client.post(
         "/v1/score",
         headers=AUTH,
-        json={"items": [{"lead_id": open_lead}, {"lead_id": closed}], "as_of": _iso(trained.as_of)},
+        json={"items": [{"lead_id": open_lead}, {"lead_id": closed}], "as_of": iso(trained.as_of)},
     )
     assert response.status_code == 422, response.text
     fields = response.json()["error"]["fields"]
@@ -357,18 +226,18 @@ def test_lead_not_open_at_as_of_is_422_naming_the_item(client: TestClient, train
 
 def test_score_inline_and_by_id_in_one_request_keeps_request_order(client: TestClient, trained: Trained) -> None:
     contract = trained.history.contract
-    known = _known_leads(trained, 1)[0]
+    known = known_leads(trained, 1)[0]
     created = trained.as_of - timedelta(days=30)
     inline = {
         "lead_id": "crm-new-1",
-        "created_at": _iso(created),
+        "created_at": iso(created),
         "activities": [
-            {"occurred_at": _iso(created + timedelta(days=d)), "activity_type": contract.activity_types[0]}
+            {"occurred_at": iso(created + timedelta(days=d)), "activity_type": contract.activity_types[0]}
             for d in (1, 5, 20)
         ],
-        "stage_history": [{"stage": contract.stages.order[0], "entered_at": _iso(created)}],
+        "stage_history": [{"stage": contract.stages.order[0], "entered_at": iso(created)}],
     }
-    body = {"items": [{"inline": inline}, {"lead_id": known}], "as_of": _iso(trained.as_of), "explain": False}
+    body = {"items": [{"inline": inline}, {"lead_id": known}], "as_of": iso(trained.as_of), "explain": False}
     response = client.post("/v1/score", headers=AUTH, json=body)
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
@@ -377,7 +246,7 @@ def test_score_inline_and_by_id_in_one_request_keeps_request_order(client: TestC
 
 
 def test_unknown_lead_is_404_naming_the_item(client: TestClient, trained: Trained) -> None:
-    known = _known_leads(trained, 1)[0]
+    known = known_leads(trained, 1)[0]
     response = client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": known}, {"lead_id": "no-such"}]})
     assert response.status_code == 404
     error = response.json()["error"]
@@ -407,9 +276,9 @@ def test_inline_lead_outside_the_data_contract_is_422_naming_the_field(client: T
     created = trained.as_of - timedelta(days=3)
     inline = {
         "lead_id": "crm-bad",
-        "created_at": _iso(created),
+        "created_at": iso(created),
         "attributes": {"shoe_size": 42},
-        "activities": [{"occurred_at": _iso(created), "activity_type": "carrier_pigeon"}],
+        "activities": [{"occurred_at": iso(created), "activity_type": "carrier_pigeon"}],
     }
     response = client.post("/v1/score", headers=AUTH, json={"items": [{"inline": inline}]})
     assert response.status_code == 422
@@ -446,7 +315,7 @@ def test_oversized_streamed_body_is_413(client: TestClient) -> None:
 
 
 def test_a_body_just_under_the_limit_is_accepted(client: TestClient, trained: Trained) -> None:
-    known = _known_leads(trained, 1)[0]
+    known = known_leads(trained, 1)[0]
     response = client.post(
         "/v1/score",
         headers={**AUTH, "Content-Type": "application/json"},
@@ -473,13 +342,13 @@ class ExplodingScorer:
 def test_internal_error_is_500_without_a_stack_trace_and_is_logged(
     trained: Trained, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = _config(trained, scorer_factory=lambda model, info: ExplodingScorer())
+    config = service_config(trained, scorer_factory=lambda model, info: ExplodingScorer())
     with (
         TestClient(create_app(config), raise_server_exceptions=False) as test_client,
         caplog.at_level(logging.ERROR, logger="serving.app"),
     ):
         response = test_client.post(
-            "/v1/score", headers=AUTH, json={"items": [{"lead_id": _known_leads(trained, 1)[0]}]}
+            "/v1/score", headers=AUTH, json={"items": [{"lead_id": known_leads(trained, 1)[0]}]}
         )
     assert response.status_code == 500
     error = response.json()["error"]
@@ -533,174 +402,6 @@ def test_feedback_is_idempotent_and_conflicts_are_refused(client: TestClient, tr
     assert missing_reason.status_code == 422
 
 
-# -- champion hot swap -------------------------------------------------------------------------------
-def _new_version(trained: Trained, name: str, source: str) -> int:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(trained.tracking_uri, registry_uri=trained.tracking_uri)
-    return int(client.create_model_version(name, source, run_id=trained.run_id).version)
-
-
-def _wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-def test_report_is_served_with_the_same_keys_and_is_404_json_before_the_first(trained: Trained, tmp_path: Path) -> None:
-    from serving.report.render import build_report, write_report
-    from tests.serving.report import factories
-
-    path = tmp_path / "report" / "report.html"
-    with TestClient(create_app(_config(trained, report_path=path)), raise_server_exceptions=False) as app_client:
-        assert app_client.get("/v1/report").status_code == 401
-        assert app_client.get("/v1/report", headers={"Authorization": f"Bearer {OTHER_KEY}"}).status_code == 403
-        missing = app_client.get("/v1/report", headers=AUTH)
-        assert missing.status_code == 404
-        assert missing.headers["content-type"].startswith("application/json")
-        body = missing.json()["error"]
-        assert body["code"] == "not_found" and "leadscore report" in body["message"] and body["request_id"]
-
-        html, _ = build_report(factories.inputs())
-        write_report(html, path)
-        found = app_client.get("/v1/report", headers=AUTH)
-        assert found.status_code == 200
-        assert found.headers["content-type"] == "text/html; charset=utf-8"
-        assert found.text == path.read_text() and "Marketing &amp; sales alignment report" in found.text
-        assert "/v1/report" in app_client.get("/openapi.json").json()["paths"]
-    with TestClient(create_app(_config(trained)), raise_server_exceptions=False) as no_report:
-        assert no_report.get("/v1/report", headers=AUTH).status_code == 404
-
-
-def test_newly_promoted_champion_is_picked_up_and_a_failing_one_keeps_the_old(trained: Trained) -> None:
-    from mlflow import MlflowClient
-
-    registry = MlflowClient(trained.tracking_uri, registry_uri=trained.tracking_uri)
-    name = f"hot-{uuid.uuid4().hex[:8]}"
-    registry.create_registered_model(name)
-    v1 = _new_version(trained, name, trained.source)
-    registry.set_registered_model_alias(name, "champion", str(v1))
-    config = _config(trained, model_name=name, poll_seconds=0.1)
-    with TestClient(create_app(config), raise_server_exceptions=False) as test_client:
-        assert test_client.get("/v1/model", headers=AUTH).json()["version"] == str(v1)
-
-        v2 = _new_version(trained, name, trained.source)
-        registry.set_registered_model_alias(name, "champion", str(v2))
-        _wait_for(lambda: test_client.get("/ready", headers=AUTH).json()["model"]["version"] == str(v2))
-        lead = _known_leads(trained, 1)[0]
-        scored = test_client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": lead}]})
-        assert scored.json()["predictions"][0]["model"]["version"] == str(v2)
-
-        broken = _new_version(trained, name, str(Path(trained.data) / "no-such-model"))
-        registry.set_registered_model_alias(name, "champion", str(broken))
-        _wait_for(lambda: test_client.get("/ready", headers=AUTH).json()["detail"] is not None)
-        ready = test_client.get("/ready", headers=AUTH)
-        assert ready.status_code == 200
-        body = ready.json()
-        assert body["ready"] is True and body["model"]["version"] == str(v2)
-        assert f"version {broken} failed to load" in body["detail"] and f"still serving version {v2}" in body["detail"]
-        still = test_client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": lead}]})
-        assert still.status_code == 200 and still.json()["predictions"][0]["model"]["version"] == str(v2)
-
-        # Rolling the alias back to the served version clears the warning.
-        registry.set_registered_model_alias(name, "champion", str(v2))
-        _wait_for(lambda: test_client.get("/ready", headers=AUTH).json()["detail"] is None)
-
-
-def test_service_without_a_loadable_model_is_not_ready(trained: Trained) -> None:
-    config = _config(trained, model_name=f"missing-{uuid.uuid4().hex[:8]}")
-    with TestClient(create_app(config), raise_server_exceptions=False) as test_client:
-        ready = test_client.get("/ready", headers=AUTH)
-        assert ready.status_code == 503
-        detail = ready.json()["detail"]
-        assert ready.json()["ready"] is False and "could not be resolved in the registry" in detail
-        assert "no model is loaded" in detail
-        scored = test_client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": "x"}]})
-        assert scored.status_code == 503 and scored.json()["error"]["code"] == "not_ready"
-        assert scored.headers["Retry-After"] == "5"
-        assert test_client.get("/health").status_code == 200
-
-
-def test_watcher_swaps_atomically_and_logs_a_failure_once(caplog: pytest.LogCaptureFixture) -> None:
-    versions = iter([1, 1, 2, 3, 3, 2])
-    info = {v: LoadedModelInfo(f"models:/m/{v}", "m", v, None, None) for v in (1, 2, 3)}
-
-    def loader(uri: str) -> tuple[Any, LoadedModelInfo]:
-        v = int(uri.rsplit("/", 1)[1])
-        if v == 3:
-            raise OSError("artifact store unreachable")
-        return f"model-{v}", info[v]
-
-    watcher: ChampionWatcher[str] = ChampionWatcher(
-        "m", "champion", lambda model, i: f"service({model})", loader=loader, resolver=lambda: next(versions)
-    )
-    with caplog.at_level(logging.DEBUG, logger="serving.model_watch"):
-        assert watcher.check_once() is True
-        first = watcher.current
-        assert first is not None and first.service == "service(model-1)"
-        assert watcher.check_once() is False and watcher.current is first  # same version: nothing reloaded
-        assert watcher.check_once() is True and watcher.current is not None and watcher.current.version == 2
-        assert watcher.check_once() is False and watcher.check_once() is False
-    assert watcher.current.service == "service(model-2)"
-    assert watcher.last_failure is not None and watcher.last_failure.version == 3
-    assert "OSError: artifact store unreachable" in (watcher.status() or "")
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1  # the repeated failure of the same version is not logged at error level again
-    assert watcher.check_once() is False and watcher.status() is None  # alias back on the served version
-    with pytest.raises(ValueError, match="poll_seconds"):
-        ChampionWatcher("m", "champion", lambda m, i: m, poll_seconds=0, loader=loader, resolver=lambda: 1)
-
-
-def test_serve_command_refuses_to_start_without_api_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from pipelines.cli import app
-
-    monkeypatch.delenv("LEADSCORE_API_KEYS", raising=False)
-    monkeypatch.delenv("LEADSCORE_API_KEYS_FILE", raising=False)
-    monkeypatch.setenv("LEADSCORE_HOME", str(tmp_path))
-    result = CliRunner().invoke(app, ["serve", "--port", "1"])
-    assert result.exit_code == 2
-    assert "LEADSCORE_API_KEYS" in result.output and "Traceback" not in result.output
-
-
-def test_periodic_thread_survives_a_failing_round_and_stops(caplog: pytest.LogCaptureFixture) -> None:
-    from serving.model_watch import PeriodicThread
-
-    calls: list[int] = []
-
-    def task() -> None:
-        calls.append(len(calls))
-        if len(calls) == 1:
-            raise RuntimeError("store down")
-
-    thread = PeriodicThread("test-periodic", 0.02, task, "round failed", level=logging.WARNING)
-    with caplog.at_level(logging.WARNING, logger="serving.model_watch"):
-        thread.start()
-        thread.start()  # idempotent: still one thread
-        deadline = time.monotonic() + 10
-        while len(calls) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        thread.stop()
-    assert len(calls) >= 3  # the failed first round did not end the thread
-    failures = [r for r in caplog.records if r.getMessage() == "round failed"]
-    assert len(failures) == 1 and failures[0].levelno == logging.WARNING and failures[0].exc_info is not None
-    stopped_at = len(calls)
-    time.sleep(0.1)
-    assert len(calls) == stopped_at
-    with pytest.raises(ValueError, match="interval"):
-        PeriodicThread("bad", 0, task, "x")
-
-
-def test_invalid_service_settings_are_refused_before_start(trained: Trained) -> None:
-    for field, value in (("store_check_seconds", -1.0), ("poll_seconds", -1.0), ("max_body_bytes", 0)):
-        with pytest.raises(ValueError, match=f"{field} must be"):
-            create_app(_config(trained, **{field: value}))
-
-
 # -- per-item results (POST /v2/score) ----------------------------------------------------------------
 def _terminal_entries(trained: Trained) -> pd.DataFrame:
     """Each lead's latest stage entry at as_of, for leads whose latest entry is terminal."""
@@ -715,21 +416,21 @@ def test_v2_score_gives_each_lead_its_own_status(client: TestClient, trained: Tr
     terminal = _terminal_entries(trained).set_index("lead_id")
     converted = terminal.index[terminal["stage"] == contract.stages.converted][0]
     closed = terminal.index[terminal["stage"].isin(contract.stages.closed_negative)][0]
-    open_lead = _known_leads(trained, 1)[0]
+    open_lead = known_leads(trained, 1)[0]
     leads = trained.history.leads.set_index("lead_id")
     late = leads["created_at"].idxmax()  # created after the as_of used below
     as_of = leads.loc[late, "created_at"].to_pydatetime() - timedelta(seconds=1)
     created = trained.as_of - timedelta(days=30)
     won = {
         "lead_id": "crm-won",
-        "created_at": _iso(created),
+        "created_at": iso(created),
         "stage_history": [
-            {"stage": contract.stages.order[0], "entered_at": _iso(created)},
-            {"stage": contract.stages.converted, "entered_at": _iso(created + timedelta(days=3))},
+            {"stage": contract.stages.order[0], "entered_at": iso(created)},
+            {"stage": contract.stages.converted, "entered_at": iso(created + timedelta(days=3))},
         ],
     }
     items = [{"lead_id": x} for x in (open_lead, converted, closed, late, "no-such-lead")] + [{"inline": won}]
-    response = client.post("/v2/score", headers=AUTH, json={"items": items, "as_of": _iso(trained.as_of)})
+    response = client.post("/v2/score", headers=AUTH, json={"items": items, "as_of": iso(trained.as_of)})
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert [r["index"] for r in results] == list(range(6))
@@ -738,23 +439,23 @@ def test_v2_score_gives_each_lead_its_own_status(client: TestClient, trained: Tr
     assert results[1]["not_open"]["reason"] == "converted"
     assert results[1]["not_open"]["stage"] == contract.stages.converted
     entered = terminal.loc[converted, "entered_at"].to_pydatetime().replace(microsecond=0)
-    assert results[1]["not_open"]["at"] == _iso(entered)
+    assert results[1]["not_open"]["at"] == iso(entered)
     assert results[2]["not_open"]["reason"] == "closed"
     assert results[2]["not_open"]["stage"] == terminal.loc[closed, "stage"]
     assert results[5]["not_open"] == {
         "reason": "converted",
-        "at": _iso(created + timedelta(days=3)),
+        "at": iso(created + timedelta(days=3)),
         "stage": contract.stages.converted,
         "last_score": None,
     }
     assert response.json()["counts"] == {"scored": 2, "not_open": 3, "unknown": 1}
     ScoreResultsResponse.model_validate(response.json())  # the body is what the OpenAPI schema says
     # the same lead before it was created
-    early = client.post("/v2/score", headers=AUTH, json={"items": [{"lead_id": late}], "as_of": _iso(as_of)})
+    early = client.post("/v2/score", headers=AUTH, json={"items": [{"lead_id": late}], "as_of": iso(as_of)})
     assert early.status_code == 200, early.text
     detail = early.json()["results"][0]["not_open"]
     assert detail["reason"] == "not_created" and detail["stage"] is None
-    assert detail["at"] == _iso(leads.loc[late, "created_at"].to_pydatetime().replace(microsecond=0))
+    assert detail["at"] == iso(leads.loc[late, "created_at"].to_pydatetime().replace(microsecond=0))
 
 
 def test_v2_score_reports_the_last_stored_score_of_a_lead_no_longer_open(trained: Trained, tmp_path: Path) -> None:
@@ -763,14 +464,14 @@ def test_v2_score_reports_the_last_stored_score_of_a_lead_no_longer_open(trained
 
     closed = _terminal_entries(trained)["lead_id"].tolist()[:2]
     latest, _ = build_features(trained.history, [pd.Timestamp(trained.as_of)], FeatureConfig())
-    frame = _batch_frame(trained.model, latest.head(2), trained.policy)
+    frame = batch_frame(trained.model, latest.head(2), trained.policy)
     frame["lead_id"] = closed  # stored scores for two leads that are closed at as_of
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     with ScoreStore(store_url) as store:
         store.write_batch(frame, model_name="m", model_version="1", policy_version="p", as_of=trained.as_of)
-    config = _config(trained, store_url=store_url)
+    config = service_config(trained, store_url=store_url)
     with TestClient(create_app(config), raise_server_exceptions=False) as client:
-        body = {"items": [{"lead_id": lead} for lead in closed], "as_of": _iso(trained.as_of), "explain": False}
+        body = {"items": [{"lead_id": lead} for lead in closed], "as_of": iso(trained.as_of), "explain": False}
         response = client.post("/v2/score", headers=AUTH, json=body)
     assert response.status_code == 200, response.text
     results = response.json()["results"]
@@ -779,11 +480,11 @@ def test_v2_score_reports_the_last_stored_score_of_a_lead_no_longer_open(trained
 
 
 def test_v2_score_fails_only_a_malformed_request(client: TestClient, trained: Trained) -> None:
-    lead = _known_leads(trained, 1)[0]
+    lead = known_leads(trained, 1)[0]
     assert client.post("/v2/score", headers=AUTH, json={"items": []}).status_code == 422
     duplicate = client.post("/v2/score", headers=AUTH, json={"items": [{"lead_id": lead}, {"lead_id": lead}]})
     assert duplicate.status_code == 422
-    bad_inline = {"lead_id": "x", "created_at": _iso(trained.as_of), "attributes": {"no_such_attribute": 1}}
+    bad_inline = {"lead_id": "x", "created_at": iso(trained.as_of), "attributes": {"no_such_attribute": 1}}
     response = client.post("/v2/score", headers=AUTH, json={"items": [{"inline": bad_inline}]})
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "items.0.inline.attributes.no_such_attribute"
@@ -816,7 +517,7 @@ def test_cors_is_off_by_default(client: TestClient) -> None:
 
 
 def test_cors_when_configured_allows_the_bearer_header_from_listed_origins_only(trained: Trained) -> None:
-    config = _config(trained, cors_origins=("https://crm.example",))
+    config = service_config(trained, cors_origins=("https://crm.example",))
     with TestClient(create_app(config), raise_server_exceptions=False) as browser:
         ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
         preflight = browser.options("/v1/score", headers={"Origin": "https://crm.example", **ask})
@@ -831,7 +532,7 @@ def test_cors_when_configured_allows_the_bearer_header_from_listed_origins_only(
 
 
 def test_per_key_rate_limit_when_configured(trained: Trained) -> None:
-    config = _config(trained, rate_limit_per_second=1, rate_limit_burst=2)
+    config = service_config(trained, rate_limit_per_second=1, rate_limit_burst=2)
     with TestClient(create_app(config), raise_server_exceptions=False) as limited:
         codes = [limited.get("/v1/model", headers=AUTH).status_code for _ in range(3)]
         assert codes == [200, 200, 429]

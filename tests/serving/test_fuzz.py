@@ -23,13 +23,11 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from serving.app import create_app
-from tests.models.mlflow_fixtures import mlflow_target  # noqa: F401  (session fixture)
-from tests.serving.test_app import (
+from tests.serving.app_support import (
     AUTH,
     OTHER_KEY,
     Trained,
-    _config,
-    trained,  # noqa: F401  (module fixture, re-used here)
+    service_config,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -40,13 +38,13 @@ _LEAKS = re.compile(r"Traceback|File \"|/work/|/home/|/usr/|site-packages|\.py\b
 
 
 @pytest.fixture(scope="module")
-def app(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:  # noqa: F811
+def app(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     # a report to serve, so that GET /v1/report is fuzzed past its 404 too
     report = tmp_path_factory.mktemp("fuzz-report") / "report.html"
     report.write_text("<!doctype html><title>report</title><p>fuzz</p>", encoding="utf-8")
     # generous limits: the fuzzer checks correctness, not load shedding
     yield create_app(
-        _config(trained, max_body_bytes=1_048_576, deadline_seconds=30, max_in_flight=1_000, report_path=report)
+        service_config(trained, max_body_bytes=1_048_576, deadline_seconds=30, max_in_flight=1_000, report_path=report)
     )
 
 
@@ -107,7 +105,7 @@ def _run(app: FastAPI, headers: dict[str, str] | None, total: int) -> Counter[tu
 
 
 # runs first: the fuzzer below records feedback on the same handoffs
-def test_the_schema_states_the_contract_and_its_own_examples_succeed(app: FastAPI, trained: Trained) -> None:  # noqa: F811
+def test_the_schema_states_the_contract_and_its_own_examples_succeed(app: FastAPI, trained: Trained) -> None:
     from fastapi.testclient import TestClient
 
     contract = trained.history.contract

@@ -33,8 +33,7 @@ from models.package.bundle import SCORING_MODEL_FILE, LoadedModelInfo, read_scor
 from serving import model_watch
 from serving.app import create_app
 from serving.model_watch import ChampionWatcher
-from tests.models.mlflow_fixtures import mlflow_target  # noqa: F401  (session fixture)
-from tests.serving.test_app import AUTH, Trained, _config, _known_leads, _new_version, _wait_for, trained  # noqa: F401
+from tests.serving.app_support import AUTH, Trained, known_leads, new_version, service_config, wait_for
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 
@@ -94,7 +93,7 @@ class TrackingServer:
 
 
 @pytest.fixture
-def tracking_server(trained: Trained, tmp_path: Path) -> Iterator[Callable[[int], TrackingServer]]:  # noqa: F811
+def tracking_server(trained: Trained, tmp_path: Path) -> Iterator[Callable[[int], TrackingServer]]:
     started: list[TrackingServer] = []
 
     def start(port: int) -> TrackingServer:
@@ -109,13 +108,13 @@ def tracking_server(trained: Trained, tmp_path: Path) -> Iterator[Callable[[int]
 
 @pytest.mark.slow  # starts a real mlflow server (~20 s)
 def test_unreachable_tracking_server_at_start_then_reachable_then_gone_while_serving(
-    trained: Trained,  # noqa: F811
+    trained: Trained,
     tracking_server: Callable[[int], TrackingServer],
     fail_fast_mlflow_http: None,
 ) -> None:
     port = _free_port()  # nothing listens on it yet: connection refused
-    config = _config(trained, tracking_uri=f"http://127.0.0.1:{port}", poll_seconds=0.3, retry_seconds=0.3)
-    lead = _known_leads(trained, 1)[0]
+    config = service_config(trained, tracking_uri=f"http://127.0.0.1:{port}", poll_seconds=0.3, retry_seconds=0.3)
+    lead = known_leads(trained, 1)[0]
     with TestClient(create_app(config), raise_server_exceptions=False) as client:
         ready = client.get("/ready", headers=AUTH)
         assert ready.status_code == 503
@@ -131,14 +130,14 @@ def test_unreachable_tracking_server_at_start_then_reachable_then_gone_while_ser
         server = tracking_server(port)
         server.wait_up()
         # the watcher retries on its own: ready once the tracking server answers
-        _wait_for(lambda: client.get("/ready", headers=AUTH).status_code == 200, timeout=60)
+        wait_for(lambda: client.get("/ready", headers=AUTH).status_code == 200, timeout=60)
         ready = client.get("/ready", headers=AUTH).json()
         assert ready["ready"] is True and ready["model"]["version"] == "1" and ready["detail"] is None
         scored = client.post("/v2/score", headers=AUTH, json={"items": [{"lead_id": lead}]})
         assert scored.status_code == 200 and scored.json()["results"][0]["status"] == "scored"
 
         server.stop()  # the tracking server goes away while the service runs
-        _wait_for(lambda: client.get("/ready", headers=AUTH).json()["detail"] is not None, timeout=30)
+        wait_for(lambda: client.get("/ready", headers=AUTH).json()["detail"] is not None, timeout=30)
         ready = client.get("/ready", headers=AUTH)
         assert ready.status_code == 200
         body = ready.json()
@@ -170,7 +169,7 @@ def test_a_registry_check_that_hangs_is_reported_while_the_model_serves(monkeypa
     hung = threading.Thread(target=watcher.check_once)
     hung.start()
     try:
-        _wait_for(lambda: watcher.status() is not None, timeout=10)
+        wait_for(lambda: watcher.status() is not None, timeout=10)
         status = watcher.status() or ""
         assert "checking models:/m@champion has not finished since" in status and "still serving version 1" in status
         assert watcher.current is not None and watcher.current.version == 1
@@ -210,7 +209,7 @@ def test_first_load_waits_only_so_long_then_the_service_answers_not_ready() -> N
 
 
 # -- corrupted and incompatible versions -----------------------------------------------------------
-def _local_copy(trained: Trained, into: Path) -> Path:  # noqa: F811
+def _local_copy(trained: Trained, into: Path) -> Path:
     """A copy of version 1's model directory (MLmodel, artifacts/...)."""
     import mlflow
 
@@ -256,7 +255,7 @@ CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str]] = {
 
 @pytest.mark.parametrize("corruption", list(CORRUPTIONS))
 def test_a_corrupted_or_incompatible_version_is_rejected_and_the_old_one_serves(
-    trained: Trained,  # noqa: F811
+    trained: Trained,
     tmp_path: Path,
     corruption: str,
 ) -> None:
@@ -266,18 +265,18 @@ def test_a_corrupted_or_incompatible_version_is_rejected_and_the_old_one_serves(
     registry = MlflowClient(trained.tracking_uri)
     name = f"faults-{uuid.uuid4().hex[:8]}"
     registry.create_registered_model(name)
-    good = _new_version(trained, name, trained.source)
+    good = new_version(trained, name, trained.source)
     registry.set_registered_model_alias(name, "champion", str(good))
     bad_dir = _local_copy(trained, tmp_path / "bad")
     corrupt(bad_dir)
-    bad = _new_version(trained, name, str(bad_dir))
-    lead = _known_leads(trained, 1)[0]
+    bad = new_version(trained, name, str(bad_dir))
+    lead = known_leads(trained, 1)[0]
     with TestClient(
-        create_app(_config(trained, model_name=name, poll_seconds=0.1)), raise_server_exceptions=False
+        create_app(service_config(trained, model_name=name, poll_seconds=0.1)), raise_server_exceptions=False
     ) as c:
         assert c.get("/ready", headers=AUTH).json()["model"]["version"] == str(good)
         registry.set_registered_model_alias(name, "champion", str(bad))
-        _wait_for(lambda: c.get("/ready", headers=AUTH).json()["detail"] is not None)
+        wait_for(lambda: c.get("/ready", headers=AUTH).json()["detail"] is not None)
         ready = c.get("/ready", headers=AUTH)
         assert ready.status_code == 200
         body = ready.json()
@@ -289,7 +288,7 @@ def test_a_corrupted_or_incompatible_version_is_rejected_and_the_old_one_serves(
         assert scored.json()["results"][0]["prediction"]["model"]["version"] == str(good)
 
 
-def test_tempdir_is_not_leaked_by_a_failed_load(trained: Trained, tmp_path: Path) -> None:  # noqa: F811
+def test_tempdir_is_not_leaked_by_a_failed_load(trained: Trained, tmp_path: Path) -> None:
     """A version that fails to load leaves no downloaded copy behind (``leadscore-load-*`` temporaries)."""
     from models.package.bundle import load_scoring_model
 
