@@ -1,7 +1,7 @@
 """What the CRM endpoint's tests share: keys, the trained model's description and a service config.
 
-The ``trained`` fixture that builds it lives in ``tests/serving/conftest.py`` (one per test session and
-worker: the endpoint, hot-swap, fault and fuzz tests all use the same small model).
+The ``trained`` fixture that builds it lives in ``tests/serving/conftest.py`` (one per module: the endpoint,
+hot-swap, fault and fuzz tests each get their own model and score store).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Fixtures of the serving tests: one small simulated data set and one real trained model, registered in
-the session's MLflow store, shared by every module that needs them (tests/serving/app_support.py)."""
+"""Fixtures of the serving tests: one small simulated data set, one real trained model registered in the
+session's MLflow store and a score store with a batch, built for each module that needs them
+(tests/serving/app_support.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tests.models.mlflow_fixtures import mlflow_target  # noqa: F401  (session f
 from tests.serving.app_support import EFFECTS, Trained, batch_frame
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # each module its own store: their feedback and handoffs must not meet
 def trained(tmp_path_factory: pytest.TempPathFactory, mlflow_target: TrackingTarget) -> Trained:  # noqa: F811
     from features.build import build_features
     from features.config import FeatureConfig
