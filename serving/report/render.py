@@ -148,7 +148,7 @@ def build_charts(s: ReportSections) -> dict[str, Markup]:
     if h.reasons:
         out["rejection-reasons"] = charts.horizontal_bars(
             "rejection-reasons",
-            [r.reason for r in h.reasons[:10]],
+            [r.label for r in h.reasons[:10]],
             [r.count for r in h.reasons[:10]],
             title="Why sales rejected handoffs",
             xlabel="rejected handoffs",

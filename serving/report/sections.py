@@ -26,6 +26,11 @@ TOP_DRIFT = 10
 TOP_GROUPS = 10
 MAX_FILLED_WEEKS = 60
 CALIBRATION_BINS = 10
+NO_DATA_DIR = (
+    "no data directory was given, so served scores cannot be matched to their outcomes; "
+    "pass --data DIR to leadscore report"
+)
+"""Why outcome figures are missing when the report is built without the prospect history (``--data``)."""
 
 
 def _day(ts: pd.Timestamp | None) -> str:
@@ -72,6 +77,7 @@ class GradesSection:
     test_lift_at_10: float | None = None
     test_ece: float | None = None
     auc: Estimate | None = None
+    no_history: bool = False  # built without --data: outcomes of served scores could not be matched
 
     def out_of_order(self, min_leads: int = 100) -> list[tuple[str, str]]:
         """Neighbouring grades (better, worse), each with at least ``min_leads`` scores, where the better grade
@@ -95,11 +101,7 @@ def grades_section(inputs: ReportInputs) -> GradesSection:
     if outcomes is not None and len(outcomes):
         return _served_grades(outcomes, horizon, n_pending, matures_on)
     if outcomes is None:
-        pending_note = (
-            "Outcomes of served scores need the prospect history (run the report with --data)."
-            if inputs.batches
-            else "No batch has been scored yet."
-        )
+        pending_note = f"{_sentence(NO_DATA_DIR)}." if inputs.batches else "No batch has been scored yet."
     elif n_pending:
         pending_note = (
             f"No served score has matured yet: a score matures {horizon} days after it was served (the model's "
@@ -112,6 +114,7 @@ def grades_section(inputs: ReportInputs) -> GradesSection:
     if test is not None:
         test.missing = pending_note + " Until then this section shows the champion's test-set figures."
         test.n_pending, test.matures_on = n_pending, matures_on
+        test.no_history = outcomes is None
         return test
     return GradesSection(
         source="none",
@@ -119,7 +122,12 @@ def grades_section(inputs: ReportInputs) -> GradesSection:
         missing=pending_note + " The champion's run has no test-set grade table either.",
         n_pending=n_pending,
         matures_on=matures_on,
+        no_history=outcomes is None,
     )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _served_grades(outcomes: pd.DataFrame, horizon: int, n_pending: int, matures_on: str | None) -> GradesSection:
@@ -213,11 +221,42 @@ class GroupRate:
     rate: Rate
 
 
+NO_REASON = "(no reason given)"
+REASON_LABELS = {
+    "no_budget": "No budget",
+    "not_ready": "Not ready to buy yet",
+    "bad_timing": "Bad timing",
+    "bad_fit": "Not a good fit",
+    "wrong_contact": "Wrong contact person",
+    "duplicate": "Duplicate of another lead",
+}
+"""Plain-language labels of the feedback reason codes sales records (``reason_code``, snake_case)."""
+
+
+def reason_label(code: str) -> str:
+    """What a rejection reason code means, for the page: a known code's label; ``crm_<stage>`` (verdicts read
+    from the CRM's stage history, :mod:`serving.stage_feedback`) as a close in the CRM; any other code as
+    itself with spaces for underscores."""
+    if code in REASON_LABELS:
+        return REASON_LABELS[code]
+    if code.startswith("crm_") and len(code) > 4:
+        return f"Closed as {code[4:].replace('_', ' ')} in the CRM"
+    return code.replace("_", " ")
+
+
 @dataclass(frozen=True)
 class ReasonRow:
-    reason: str
+    reason: str  # the code as recorded (what the CRM holds), or NO_REASON
     count: int
     share: Rate  # of all rejections
+
+    @property
+    def label(self) -> str:
+        return self.reason if self.reason == NO_REASON else reason_label(self.reason)
+
+    @property
+    def code(self) -> str | None:
+        return None if self.reason == NO_REASON else self.reason
 
 
 @dataclass
@@ -241,6 +280,7 @@ class HandoffSection:
     n_missed: int | None
     feedback_missing: str | None
     outcomes_missing: str | None
+    no_history: bool = False  # built without --data: outcomes of served scores could not be matched
 
 
 def _rates_by(frame: pd.DataFrame, key: str, order: Sequence[str] | None = None) -> list[GroupRate]:
@@ -270,7 +310,7 @@ def handoff_section(inputs: ReportInputs) -> HandoffSection:
     if inputs.leads is not None and inputs.source_column:
         fb = fb.merge(inputs.leads, on="lead_id", how="left")
     rejected = fb[fb["outcome"] == "rejected"]
-    reason_counts = rejected["reason_code"].astype("string").fillna("(no reason given)").value_counts()
+    reason_counts = rejected["reason_code"].astype("string").fillna(NO_REASON).value_counts()
     reasons = [ReasonRow(str(r), int(c), proportion(int(c), len(rejected))) for r, c in reason_counts.items()]
     delay = pd.to_datetime(fb["recorded_at"], utc=True) - pd.to_datetime(fb["handed_off_at"], utc=True)
     days = delay.dt.total_seconds().to_numpy(dtype=np.float64) / 86_400.0
@@ -305,6 +345,7 @@ def handoff_section(inputs: ReportInputs) -> HandoffSection:
         n_missed=conv[2],
         feedback_missing=feedback_missing,
         outcomes_missing=conv[3],
+        no_history=inputs.outcomes is None,
     )
 
 
@@ -324,7 +365,7 @@ def _handoff_conversions(inputs: ReportInputs) -> tuple[Rate | None, Rate | None
     """(handoffs that converted, share of converted leads handed off, converted leads never handed off, missing)."""
     outcomes = inputs.outcomes
     if outcomes is None:
-        return None, None, None, "Conversions of handed-off leads need the prospect history (run with --data)."
+        return None, None, None, f"Conversions of handed-off leads are not known: {NO_DATA_DIR}."
     matured = outcomes
     if not len(matured):
         horizon = inputs.model.horizon_days
@@ -616,7 +657,12 @@ def summary_sentences(
     by_grade = {row.grade: row.conversion for row in grades.grades}
     a, low = by_grade.get("A"), next((by_grade[g] for g in ("D", "C") if g in by_grade and by_grade[g].n), None)
     if a is not None and a.n and low is not None:
-        label = {"served": "served scores", "test": "the champion's test set (no served score has matured yet)"}
+        label = {
+            "served": "served scores",
+            "test": "the champion's test set ("
+            + (NO_DATA_DIR if grades.no_history else "no served score has matured yet")
+            + ")",
+        }
         low_grade = "D" if by_grade.get("D") is low else "C"
         disorder = grades.out_of_order()
         warning = (
@@ -649,7 +695,11 @@ def summary_sentences(
             "without a handoff (missed)."
         )
     else:
-        out.append("Handed-off and missed conversions are not measurable yet: no served score has matured.")
+        out.append(
+            f"Handed-off and missed conversions are not measurable: {NO_DATA_DIR}."
+            if handoff.no_history
+            else "Handed-off and missed conversions are not measurable yet: no served score has matured."
+        )
     campaigns = conversions.groups.get("campaign") or []
     measured = [r for r in campaigns if r.conversion.n]
     if measured:

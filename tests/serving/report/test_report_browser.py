@@ -19,8 +19,10 @@ import pandas as pd
 import pytest
 
 from serving.report.build import gather_inputs
+from serving.report.inputs import check_effects
 from serving.report.render import build_report, write_report
 from serving.stores import ScoreStore
+from tests.serving.report import factories
 from tests.serving.report.browser import Chromium, find_chromium
 from tests.serving.report.conftest import Demo
 
@@ -191,3 +193,62 @@ def test_same_distribution_flags_no_drift(demo: Demo, tmp_path: Path) -> None:
     assert sections.drift.score is not None and not sections.drift.score.flagged
     assert sections.drift.score.psi == pytest.approx(_independent_psi(seen["reference"], seen["current"]), abs=5e-4)
     assert "No feature drifted" in path.read_text()
+
+
+_HEADERS = """JSON.stringify([...document.querySelectorAll('#conversions table')].map(t => {
+  const box = t.parentElement.getBoundingClientRect();
+  return [t.getBoundingClientRect().right - box.right, [...t.querySelectorAll('th')].map(th => {
+    const r = th.getBoundingClientRect();
+    return [th.textContent.trim(), th.scrollWidth - th.clientWidth, r.right - box.right,
+      getComputedStyle(th).whiteSpace, r.height];
+  })];
+}))"""
+
+
+def test_effects_table_headers_wrap_instead_of_running_off_the_page(tmp_path: Path) -> None:
+    """Section 4 with an effects table (8 columns): every header is shown in full inside the page column,
+    long ones wrapped onto two lines, at the default width and at a narrower (print-like) one."""
+    import base64
+    import json
+
+    effects = pd.DataFrame(
+        {
+            "kind": ["campaign", "campaign", "action"],
+            "campaign_id": ["C1", "C2", ""],
+            "action": ["webinar", "event_attendance", "invite_to_webinar"],
+            "segment": ["all", "all", "all"],
+            "n_exposed": [120, 80, 300],
+            "estimate": [0.031, -0.004, 0.012],
+            "ci_low": [0.01, -0.03, 0.001],
+            "ci_high": [0.052, 0.022, 0.023],
+            "evidence": ["effect", "no evidence of effect", "effect"],
+        }
+    )
+    html, _ = build_report(factories.inputs(effects=check_effects(effects)))
+    path = write_report(html, tmp_path / "effects.html")
+    for width in (1100, 900):
+        with Chromium(tmp_path / f"w{width}", width=width) as browser:
+            session, load = browser.open(path.resolve().as_uri())
+            tables = json.loads(browser.evaluate(session, _HEADERS))
+            top = browser.evaluate(session, "document.querySelector('#conversions').getBoundingClientRect().top")
+            shot = browser.send(
+                "Page.captureScreenshot",
+                {
+                    "format": "png",
+                    "captureBeyondViewport": True,
+                    "clip": {"x": 0, "y": top, "width": width, "height": 420, "scale": 1},
+                },
+                session=session,
+            )
+            (tmp_path / f"effects-headers-{width}.png").write_bytes(base64.b64decode(shot["data"]))
+        assert load.console_errors == []
+        assert len(tables) == 4  # campaign (with effects), channel, activity, estimated effects
+        effects_table = tables[0]
+        assert [h[0] for h in effects_table[1]][-3:] == ["Estimated effect", "95 % interval", "Flag"]
+        for overflow, headers in tables:
+            assert overflow <= 0.5, (width, overflow, headers)  # the table stays inside the page column
+            for name, clipped, right, white_space, _ in headers:
+                assert clipped <= 0 and right <= 0.5, (width, name, clipped, right)
+                assert white_space not in ("nowrap", "pre"), (width, name, white_space)
+        # the 8-column header row wrapped onto more lines than a 5-column table's one-line header row
+        assert effects_table[1][0][4] > tables[1][1][0][4] + 5, (width, effects_table, tables[1])

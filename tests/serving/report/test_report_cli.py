@@ -60,6 +60,11 @@ def test_report_defaults_to_the_home_and_renders_without_history(env: Path, demo
     assert "Built without the prospect history (--data)" in html
     assert "Drift needs the prospect history" in html
     assert "Sales accepted" in html  # feedback comes from the store alone
+    # outcomes are missing because no data directory was given, not because nothing matured: say so, and the fix
+    text = _flat(result.output)
+    assert "no served score has matured" not in text.lower() and "no served score has matured" not in html.lower()
+    assert "Handed-off and missed conversions are not measurable: no data directory was given" in text
+    assert "pass --data DIR to leadscore report" in text
 
 
 def test_since_limits_the_period(env: Path, demo: Demo) -> None:

@@ -147,6 +147,45 @@ def test_no_feedback_is_a_stated_empty_state() -> None:
     assert any("no feedback has been recorded yet" in sentence for sentence in s.summary)
 
 
+def test_rejection_reasons_show_plain_labels_with_the_code_kept() -> None:
+    inputs = f.inputs()
+    codes = ["not_ready", "bad_fit", "duplicate", "no_budget", "crm_disqualified", "went_dark"]
+    rejected = inputs.feedback.index[inputs.feedback["outcome"] == "rejected"]
+    inputs.feedback.loc[rejected, "reason_code"] = [codes[i % len(codes)] for i in range(len(rejected))]
+    section = sections.handoff_section(inputs)
+    labels = {r.reason: r.label for r in section.reasons}
+    assert labels["not_ready"] == "Not ready to buy yet" and labels["no_budget"] == "No budget"
+    assert labels["crm_disqualified"] == "Closed as disqualified in the CRM"
+    assert labels["went_dark"] == "went dark"  # an unknown code: itself, spaces for underscores
+    assert sections.reason_label("bad_timing") == "Bad timing"
+    html, _ = build_report(inputs)
+    table = html.split("Why sales rejected leads", 1)[1].split("</table>", 1)[0]
+    for code, label in labels.items():
+        # the label is what the cell says; the code stays visible (brackets) and in the tooltip, to match the CRM
+        assert (
+            f'<td title="CRM reason code: {code}">{label} <span class="small">(<code>{code}</code>)</span></td>'
+            in table
+        )
+    assert "<td>not_ready</td>" not in table
+    chart = html.split('data-chart="rejection-reasons"', 1)[1].split("</figure>", 1)[0]
+    assert "Not ready to buy yet" in chart and "went dark" in chart
+
+
+def test_without_the_history_the_report_says_to_pass_data_not_that_nothing_matured() -> None:
+    inputs = f.inputs(with_outcomes=False)
+    html, s = build_report(inputs)
+    text = " ".join(s.summary) + " " + (s.grades.missing or "") + " " + (s.handoff.outcomes_missing or "")
+    assert "matured" not in text.lower()
+    assert "no data directory was given" in s.summary[0] and "--data DIR" in s.summary[0]
+    assert "no data directory was given" in s.summary[2] and "--data DIR" in s.summary[2]
+    assert "--data DIR" in (s.grades.missing or "") and "--data DIR" in (s.handoff.outcomes_missing or "")
+    assert "no served score has matured" not in html.lower()
+    # with the history but nothing matured yet, the maturity explanation stays
+    _, waiting = build_report(f.inputs(n_outcomes=0))
+    assert "no served score has matured yet" in waiting.summary[0]
+    assert "--data DIR" not in " ".join(waiting.summary)
+
+
 # -- 4. conversions ------------------------------------------------------------------------------------
 def test_campaign_figures_are_association_with_independent_counts() -> None:
     inputs = f.inputs()
