@@ -406,9 +406,10 @@ def write_table(df: pd.DataFrame, path: str | Path, metadata: dict[str, str] | N
 
             # pyarrow's writer is ~20x faster than DataFrame.to_csv on millions of rows.
             try:
-                table = pa.Table.from_pandas(df, preserve_index=False)
+                table = _iso_timestamps(pa.Table.from_pandas(df, preserve_index=False))
             except (pa.ArrowInvalid, pa.ArrowTypeError):
-                df.to_csv(tmp, index=False)  # mixed-type object columns: fall back to pandas
+                # mixed-type object columns: fall back to pandas
+                df.to_csv(tmp, index=False, date_format="%Y-%m-%dT%H:%M:%S.%f")
                 return
             pacsv.write_csv(table, tmp)
 
@@ -416,6 +417,23 @@ def write_table(df: pd.DataFrame, path: str | Path, metadata: dict[str, str] | N
         raise ValueError(f"{path}: unsupported output format (use .parquet or .csv)")
     _atomic_write(path, write)
     return path
+
+
+def _iso_timestamps(table: Any) -> Any:
+    """Timestamp columns as ISO 8601 text (``2025-06-30T02:00:00.000000Z`` when in UTC), which CRMs and
+    strict parsers read; pyarrow's CSV writer puts a space between date and time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type):
+            column = table.column(i)
+            if field.type.tz is not None:
+                column = pc.strftime(pc.cast(column, pa.timestamp(field.type.unit, "UTC")), "%Y-%m-%dT%H:%M:%SZ")
+            else:
+                column = pc.strftime(column, "%Y-%m-%dT%H:%M:%S")
+            table = table.set_column(i, field.name, column)
+    return table
 
 
 def read_table_metadata(path: str | Path) -> dict[str, str]:

@@ -626,6 +626,10 @@ def test_export_current_batch(store: ScoreStore, tmp_path: Path, suffix: str) ->
     if suffix == ".parquet":
         assert read_table_metadata(path)["leadscore.batch_id"] == str(info.batch_id)
         assert str(exported["scored_at"].dtype) == "datetime64[us, UTC]"
+    else:  # ISO 8601 in UTC, which a CRM's strict date parser reads (not pyarrow's "2025-01-02 00:00:00Z")
+        scored_at = pd.Timestamp(T0 + timedelta(days=1)).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert set(exported["scored_at"]) == {scored_at}
+        assert exported["as_of"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z").all()
     with pytest.raises(ValueError, match="unsupported export format"):
         store.export_current(tmp_path / "scores.xlsx")
 
