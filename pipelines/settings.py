@@ -7,6 +7,7 @@ Settings are read once by the CLI and passed down as arguments; library code nev
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,6 +85,37 @@ class Settings(BaseSettings):
         return self.home_dir / "report" / "report.html"
 
 
+class SettingsError(ValueError):
+    """A ``LEADSCORE_*`` variable holds a value the settings refuse; the message names each variable."""
+
+
 def get_settings() -> Settings:
-    """Read the settings from the environment (call once, at the edge)."""
-    return Settings()
+    """Read the settings from the environment (call once, at the edge).
+
+    Raises:
+        SettingsError: a variable's value is invalid (named, with its value, what is expected and the
+            setting's description).
+    """
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_settings_error_message(exc)) from None
+
+
+def _settings_error_message(exc: Any) -> str:
+    import os
+
+    lines = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        field = Settings.model_fields.get(name)
+        # a field reported under an alias (e.g. MLFLOW_TRACKING_URI) has no LEADSCORE_ prefix
+        variable = name.upper() if field is None else f"LEADSCORE_{name.upper()}"
+        value = os.environ.get(variable, error.get("input"))
+        what = f"{variable}={value!r}: {error['msg']}"
+        if field is not None and field.description:
+            what += f" ({field.description})"
+        lines.append(what)
+    return "invalid setting: " + "; ".join(lines) + ". Fix the variable or unset it for the default."

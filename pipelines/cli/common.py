@@ -31,18 +31,20 @@ FULL_PRIORITY_COMMANDS = frozenset({"serve", "deploy"})
 def _main(ctx: typer.Context) -> None:
     """Predictive lead scoring for the marketing -> sales handoff."""
     from pipelines.runtime import apply_runtime_defaults, install_termination_handlers, lower_cpu_priority
+    from pipelines.settings import SettingsError, get_settings
 
+    # First, before any heavy import: user_errors() alone imports pandas, scikit-learn and SciPy (1.5 s of
+    # CPU), which a job next to the endpoint must not spend at full priority. A bad LEADSCORE_* value is a
+    # clear error for every command (serve included), before it starts.
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(code=2) from exc
     if ctx.invoked_subcommand not in FULL_PRIORITY_COMMANDS:
-        # First, before any heavy import: user_errors() alone imports pandas, scikit-learn and SciPy (1.5 s
-        # of CPU), which a job next to the endpoint must not spend at full priority.
-        from pipelines.settings import get_settings
-
-        try:
-            nice = get_settings().batch_nice
-        except ValueError as exc:  # a bad LEADSCORE_* value (pydantic's ValidationError is a ValueError)
-            err_console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(code=2) from exc
-        lower_cpu_priority(nice)
+        lower_cpu_priority(settings.batch_nice)
     apply_runtime_defaults()
     install_termination_handlers()
 
