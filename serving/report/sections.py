@@ -666,7 +666,7 @@ def summary_sentences(
         low_grade = "D" if by_grade.get("D") is low else "C"
         disorder = grades.out_of_order()
         warning = (
-            " but "
+            "; but "
             + ", ".join(f"grade {hi} converted no better than {lo}" for hi, lo in disorder)
             + ": those grades do not separate leads (see section 2)"
             if disorder

@@ -293,4 +293,4 @@ def test_grades_out_of_order_are_named_in_section_2_and_the_summary() -> None:
     html, built = build_report(inputs)
     assert "Grades out of order" not in html  # the factory's grades separate
     summary = sections.summary_sentences(grades, built.handoff, built.conversions, built.drift, built.card)
-    assert "grade B converted no better than C: those grades do not separate leads" in summary[0]
+    assert "; but grade B converted no better than C: those grades do not separate leads" in summary[0]
