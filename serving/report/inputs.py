@@ -65,6 +65,7 @@ class ModelFacts:
     metrics: dict[str, dict[str, float]]  # model name ("leadscore", baselines) -> test metrics
     test_grades: pd.DataFrame | None = None  # grade, rows, conversions, mean_probability (test set)
     leadscore_version: str | None = None
+    promotion: str | None = None  # the registry's decision on this version: outcome and why (model-version tags)
 
     def readiness_at_score(self, score: int) -> float | None:
         """The readiness a percentile score corresponds to (``None`` for a probability score)."""
@@ -92,10 +93,13 @@ def model_facts(model: Any, info: Any, client: Any = None) -> ModelFacts:
     readiness_metrics = ((meta.get("metrics") or {}).get("readiness")) or {}
     metrics = {str(name): _finite(values) for name, values in readiness_metrics.items() if isinstance(values, Mapping)}
     test_grades: pd.DataFrame | None = None
+    promotion: str | None = None
     run_id = getattr(info, "run_id", None)
     if client is not None and run_id:
         metrics = _run_metrics(client, run_id) or metrics
         test_grades = _test_grade_table(client, run_id)
+    if client is not None and getattr(info, "name", None) and getattr(info, "version", None) is not None:
+        promotion = _promotion(client, str(info.name), str(info.version))
     scale = getattr(model, "score_scale", None)
     split = (meta.get("split") or {}).get("readiness") or {}
     version = getattr(info, "version", None)
@@ -117,7 +121,25 @@ def model_facts(model: Any, info: Any, client: Any = None) -> ModelFacts:
         metrics=metrics,
         test_grades=test_grades,
         leadscore_version=meta.get("leadscore_version"),
+        promotion=promotion,
     )
+
+
+def _promotion(client: Any, name: str, version: str) -> str | None:
+    """``"<outcome>: <reason>"`` of the registry's promotion decision on ``version``, or None if unrecorded."""
+    from models.package.registry import DECISION_TAG
+
+    try:
+        tags = client.get_model_version(name, version).tags or {}
+    except Exception as exc:  # the card goes without it
+        log.warning("report: cannot read the promotion decision of %s version %s (%s)", name, version, exc)
+        return None
+    outcome, reason = tags.get(DECISION_TAG), tags.get(f"{DECISION_TAG}.reason")
+    if not outcome:
+        return None
+    if not reason:
+        return str(outcome)
+    return str(reason) if str(reason).startswith(str(outcome)) else f"{outcome}: {reason}"
 
 
 def _run_metrics(client: Any, run_id: str) -> dict[str, dict[str, float]]:

@@ -559,6 +559,7 @@ class ModelCard:
     n_features: int
     calibration: str | None
     grade_cutoffs: dict[str, float]
+    promotion: str | None = None  # why this version is the champion (the registry's decision), if recorded
 
 
 _METRIC_LABELS = {
@@ -625,6 +626,7 @@ def model_card(inputs: ReportInputs) -> ModelCard:
         n_features=m.n_features,
         calibration=m.calibration,
         grade_cutoffs=m.grade_cutoffs,
+        promotion=m.promotion,
     )
 
 
