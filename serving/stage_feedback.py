@@ -56,8 +56,12 @@ class StageFeedbackSummary:
         )
 
 
+CRM_REASON_PREFIX = "crm_"
+"""Prefix of the rejection reason codes derived from the CRM's stage history (``crm_<stage>``)."""
+
+
 def _reason_code(stage: str) -> str:
-    code = "crm_" + re.sub(r"[^a-z0-9_]+", "_", stage.lower()).strip("_")
+    code = CRM_REASON_PREFIX + re.sub(r"[^a-z0-9_]+", "_", stage.lower()).strip("_")
     return code[:64]
 
 

@@ -126,7 +126,8 @@ def model_facts(model: Any, info: Any, client: Any = None) -> ModelFacts:
 
 
 def _promotion(client: Any, name: str, version: str) -> str | None:
-    """``"<outcome>: <reason>"`` of the registry's promotion decision on ``version``, or None if unrecorded."""
+    """The registry's recorded reason for its decision on ``version`` (it states the outcome: "promoted: ...",
+    "not promoted (...)", "rolled back to ..."), the bare outcome without one, or None if unrecorded."""
     from models.package.registry import DECISION_TAG
 
     try:
@@ -137,9 +138,7 @@ def _promotion(client: Any, name: str, version: str) -> str | None:
     outcome, reason = tags.get(DECISION_TAG), tags.get(f"{DECISION_TAG}.reason")
     if not outcome:
         return None
-    if not reason:
-        return str(outcome)
-    return str(reason) if str(reason).startswith(str(outcome)) else f"{outcome}: {reason}"
+    return str(reason or outcome)
 
 
 def _run_metrics(client: Any, run_id: str) -> dict[str, dict[str, float]]:

@@ -19,6 +19,7 @@ from models.judge.evaluation import gains_curve
 from serving.policy import GRADES, HandoffPolicy, week_start
 from serving.report.inputs import ModelFacts, ReportInputs
 from serving.report.stats import Estimate, Rate, auc_interval, median_interval, proportion
+from serving.stage_feedback import CRM_REASON_PREFIX
 
 PSI_FLAG = 0.2
 """PSI above this is flagged as drift (the usual rule of thumb: < 0.1 stable, 0.1-0.2 moderate, > 0.2 shifted)."""
@@ -239,8 +240,8 @@ def reason_label(code: str) -> str:
     itself with spaces for underscores."""
     if code in REASON_LABELS:
         return REASON_LABELS[code]
-    if code.startswith("crm_") and len(code) > 4:
-        return f"Closed as {code[4:].replace('_', ' ')} in the CRM"
+    if code.startswith(CRM_REASON_PREFIX) and len(code) > len(CRM_REASON_PREFIX):
+        return f"Closed as {code[len(CRM_REASON_PREFIX) :].replace('_', ' ')} in the CRM"
     return code.replace("_", " ")
 
 
