@@ -118,3 +118,16 @@ def wait_for(predicate: Any, timeout: float = 30.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+def move_champion_to_a_failing_version(client: Any, registry: Any, name: str, bad: int, served: int) -> dict[str, Any]:
+    """Point ``name``'s champion alias at ``bad`` (a version that cannot load) and check the service behind
+    ``client`` stays ready, still serving ``served`` and saying why in ``/ready``; the ``/ready`` body."""
+    registry.set_registered_model_alias(name, "champion", str(bad))
+    wait_for(lambda: client.get("/ready", headers=AUTH).json()["detail"] is not None)
+    ready = client.get("/ready", headers=AUTH)
+    assert ready.status_code == 200
+    body: dict[str, Any] = ready.json()
+    assert body["ready"] is True and body["model"]["version"] == str(served)
+    assert f"version {bad} failed to load" in body["detail"] and f"still serving version {served}" in body["detail"]
+    return body

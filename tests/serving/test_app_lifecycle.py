@@ -15,7 +15,16 @@ from fastapi.testclient import TestClient
 from models.package.bundle import LoadedModelInfo
 from serving.app import create_app
 from serving.model_watch import ChampionWatcher
-from tests.serving.app_support import AUTH, OTHER_KEY, Trained, known_leads, new_version, service_config, wait_for
+from tests.serving.app_support import (
+    AUTH,
+    OTHER_KEY,
+    Trained,
+    known_leads,
+    move_champion_to_a_failing_version,
+    new_version,
+    service_config,
+    wait_for,
+)
 
 
 def test_report_is_served_with_the_same_keys_and_is_404_json_before_the_first(trained: Trained, tmp_path: Path) -> None:
@@ -63,13 +72,7 @@ def test_newly_promoted_champion_is_picked_up_and_a_failing_one_keeps_the_old(tr
         assert scored.json()["predictions"][0]["model"]["version"] == str(v2)
 
         broken = new_version(trained, name, str(Path(trained.data) / "no-such-model"))
-        registry.set_registered_model_alias(name, "champion", str(broken))
-        wait_for(lambda: test_client.get("/ready", headers=AUTH).json()["detail"] is not None)
-        ready = test_client.get("/ready", headers=AUTH)
-        assert ready.status_code == 200
-        body = ready.json()
-        assert body["ready"] is True and body["model"]["version"] == str(v2)
-        assert f"version {broken} failed to load" in body["detail"] and f"still serving version {v2}" in body["detail"]
+        move_champion_to_a_failing_version(test_client, registry, name, broken, served=v2)
         still = test_client.post("/v1/score", headers=AUTH, json={"items": [{"lead_id": lead}]})
         assert still.status_code == 200 and still.json()["predictions"][0]["model"]["version"] == str(v2)
 

@@ -33,7 +33,15 @@ from models.package.bundle import SCORING_MODEL_FILE, LoadedModelInfo, read_scor
 from serving import model_watch
 from serving.app import create_app
 from serving.model_watch import ChampionWatcher
-from tests.serving.app_support import AUTH, Trained, known_leads, new_version, service_config, wait_for
+from tests.serving.app_support import (
+    AUTH,
+    Trained,
+    known_leads,
+    move_champion_to_a_failing_version,
+    new_version,
+    service_config,
+    wait_for,
+)
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 
@@ -275,13 +283,7 @@ def test_a_corrupted_or_incompatible_version_is_rejected_and_the_old_one_serves(
         create_app(service_config(trained, model_name=name, poll_seconds=0.1)), raise_server_exceptions=False
     ) as c:
         assert c.get("/ready", headers=AUTH).json()["model"]["version"] == str(good)
-        registry.set_registered_model_alias(name, "champion", str(bad))
-        wait_for(lambda: c.get("/ready", headers=AUTH).json()["detail"] is not None)
-        ready = c.get("/ready", headers=AUTH)
-        assert ready.status_code == 200
-        body = ready.json()
-        assert body["ready"] is True and body["model"]["version"] == str(good)
-        assert f"version {bad} failed to load" in body["detail"] and f"still serving version {good}" in body["detail"]
+        body = move_champion_to_a_failing_version(c, registry, name, bad, served=good)
         assert expected in body["detail"]
         scored = c.post("/v2/score", headers=AUTH, json={"items": [{"lead_id": lead}]})
         assert scored.status_code == 200
